@@ -1,0 +1,46 @@
+import os from 'node:os';
+import path from 'node:path';
+import { HostDaemon } from '../../host/daemon.js';
+import { loadOrCreateToken } from '../../host/token.js';
+import { parseHostPort } from '../../util/address.js';
+import { UserError } from '../../util/errors.js';
+import { portOption } from '../context.js';
+
+export interface HostCommandOptions {
+  listen: string;
+  bind?: string;
+  peerPort?: string;
+  tokenFile?: string;
+  stateDir?: string;
+}
+
+export async function hostCommand(options: HostCommandOptions): Promise<void> {
+  const listen = parseHostPort(options.listen, '--listen');
+  const bind = options.bind ?? listen.host;
+  const stateDir = options.stateDir ?? path.join(os.tmpdir(), 'constmig', `host-${bind}-${listen.port}`);
+  const daemon = new HostDaemon({
+    listen,
+    bind,
+    peerPort: options.peerPort === undefined ? null : portOption(options.peerPort, '--peer-port'),
+    stateDir,
+    token: options.tokenFile ? loadOrCreateToken(options.tokenFile) : null,
+  });
+  try {
+    await daemon.start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE')
+      throw new UserError(`cannot listen: ${bind}:${listen.port} (or the peer port) is already in use`);
+    if (code === 'EADDRNOTAVAIL')
+      throw new UserError(`cannot listen: ${bind} is not an address of this machine`);
+    throw err;
+  }
+  process.stdout.write(
+    `${JSON.stringify({ event: 'listening', control: daemon.controlUrl, peerPort: daemon.peerPort, bind, stateDir })}\n`,
+  );
+  const shutdown = () => {
+    daemon.close().finally(() => process.exit(0));
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+}

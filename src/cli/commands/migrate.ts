@@ -1,0 +1,64 @@
+import type { MigrateEvent, MigrateRequest } from '../../host/api-schema.js';
+import type { HostClient } from '../../host/client.js';
+import { isMigrationMode, MIGRATION_MODES } from '../../migrate/modes.js';
+import type { MigrationReport } from '../../migrate/report.js';
+import { parseHostPort } from '../../util/address.js';
+import { UserError } from '../../util/errors.js';
+import { type ClientOptions, hostClient, printJson } from '../context.js';
+import { MigrationProgressView } from '../migrate-progress.js';
+import { renderReport } from '../render.js';
+
+export interface MigrateOptions extends ClientOptions {
+  from: string;
+  to: string;
+  mode: string;
+  dataAddress?: string;
+  verify: boolean;
+  json?: boolean;
+}
+
+export function checkMode(mode: string): MigrateRequest['mode'] {
+  if (!isMigrationMode(mode))
+    throw new UserError(`unknown mode '${mode}' (available: ${MIGRATION_MODES.join(', ')})`);
+  return mode;
+}
+
+/** Asks the source host to migrate, follows the NDJSON event stream, returns the final report. */
+export async function requestMigration(
+  source: HostClient,
+  id: string,
+  body: MigrateRequest,
+  progress: MigrationProgressView,
+): Promise<MigrationReport> {
+  try {
+    for await (const event of source.stream<MigrateEvent>(
+      `/v1/enclaves/${encodeURIComponent(id)}/migrate`,
+      body,
+    )) {
+      progress.update(event);
+      if (event.type === 'report') return event.report as unknown as MigrationReport;
+      if (event.type === 'error') {
+        const state = event.sourceServing ? 'the source serves again' : 'the source stays paused';
+        throw new UserError(`migration failed: ${event.message} (${state})`);
+      }
+    }
+  } finally {
+    progress.stop();
+  }
+  throw new UserError('migration failed: the source host closed the stream without a report');
+}
+
+export async function migrateCommand(id: string, options: MigrateOptions): Promise<void> {
+  const mode = checkMode(options.mode);
+  if (options.dataAddress) parseHostPort(options.dataAddress, '--data-address');
+  const source = hostClient(options.from, options);
+  const destination = hostClient(options.to, options);
+  const report = await requestMigration(
+    source,
+    id,
+    { to: destination.url, mode, dataAddress: options.dataAddress, verify: options.verify },
+    new MigrationProgressView(!options.json),
+  );
+  if (options.json) printJson(report);
+  else process.stdout.write(`${renderReport(report)}\n`);
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { MIGRATION_MODES } from '../migrate/modes.js';
+import { errorMessage, UserError } from '../util/errors.js';
+import { VERSION } from '../version.js';
+import { demoCommand } from './commands/demo.js';
+import { hostCommand } from './commands/host.js';
+import { migrateCommand } from './commands/migrate.js';
+import { psCommand } from './commands/ps.js';
+import { runCommand } from './commands/run.js';
+import { stopCommand } from './commands/stop.js';
+
+/** Runs a command; a user mistake or an unreachable host is one line on stderr and exit 1. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      const detail =
+        process.env.CONSTMIG_DEBUG && !(err instanceof UserError) ? `\n${(err as Error).stack}` : '';
+      process.stderr.write(`constmig: error: ${errorMessage(err)}${detail}\n`);
+      process.exit(1);
+    }
+  };
+}
+
+const tokenFile = () =>
+  new Option('--token-file <file>', 'control token of the host(s) (default: $CONSTMIG_TOKEN)');
+
+const program = new Command('constmig')
+  .description('Secure live migration of TEE enclave applications between hosts')
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command('host')
+  .description('run a host daemon: spawns enclaves, serves the control API, brokers migrations')
+  .requiredOption('--listen <host:port>', 'control API address, e.g. 127.0.0.1:7401')
+  .option(
+    '--bind <address>',
+    'address of every listener (control, peer, application ports); default: the --listen host',
+  )
+  .option('--peer-port <port>', 'port for incoming migration data (default: control port + 1)')
+  .option(
+    '--token-file <file>',
+    'require this bearer token on the control API (created, mode 0600, if absent)',
+  )
+  .option('--state-dir <dir>', 'logs and the sim platform key (default: a folder under the system tmp dir)')
+  .action(action(hostCommand));
+
+program
+  .command('run')
+  .description('start an application in a new enclave and print its id')
+  .argument('<app>', 'application (kv)')
+  .requiredOption('--host <url>', 'host daemon, e.g. http://127.0.0.1:7401')
+  .requiredOption('--heap <size>', 'SecureHeap size, e.g. 1GiB')
+  .requiredOption('--port <port>', 'application TCP port (kept when the application moves)')
+  .option('--name <name>', 'a name for the enclave')
+  .option('--fill <size>', 'fill the application with data up to this size first (e.g. 512MiB)')
+  .option('--json', 'print the enclave description as JSON')
+  .addOption(tokenFile())
+  .action(action(runCommand));
+
+program
+  .command('ps')
+  .description('list the enclaves of a host')
+  .requiredOption('--host <url>', 'host daemon')
+  .option('--json', 'print JSON')
+  .addOption(tokenFile())
+  .action(action(psCommand));
+
+program
+  .command('stop')
+  .description('stop an enclave')
+  .argument('<id>', 'enclave id')
+  .requiredOption('--host <url>', 'host daemon')
+  .addOption(tokenFile())
+  .action(action(stopCommand));
+
+program
+  .command('migrate')
+  .description('live-migrate an enclave to another host, with live progress and a report')
+  .argument('<id>', 'enclave id')
+  .requiredOption('--from <url>', 'source host daemon')
+  .requiredOption('--to <url>', 'destination host daemon')
+  .option('--mode <mode>', `migration mode (${MIGRATION_MODES.join(', ')})`, 'stop-and-copy')
+  .option(
+    '--data-address <host:port>',
+    'connect the data path here instead of the address the destination advertises',
+  )
+  .option('--no-verify', 'skip the end-to-end content digest (faster; `verified` is then false)')
+  .option('--json', 'print one JSON report instead of progress and a table')
+  .addOption(tokenFile())
+  .action(action(migrateCommand));
+
+program
+  .command('demo')
+  .description('two hosts on this machine, kv under client load, one migration, verified, with a report')
+  .option('--heap <size>', 'heap size, filled with data', '1GiB')
+  .option('--mode <mode>', `migration mode (${MIGRATION_MODES.join(', ')})`, 'stop-and-copy')
+  .option('--port <port>', 'kv port (default: one free on 127.0.0.1 and 127.0.0.2)')
+  .option('--json', 'print one JSON report')
+  .action(action(demoCommand));
+
+await program.parseAsync(process.argv);

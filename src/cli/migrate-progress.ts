@@ -1,0 +1,48 @@
+import cliProgress from 'cli-progress';
+import type { MigrateEvent } from '../host/api-schema.js';
+
+/**
+ * Live progress of a migration on a terminal: phase, bytes, rate and ETA. Silent when stderr is not a
+ * terminal or when --json asked for machine output only.
+ */
+export class MigrationProgressView {
+  private readonly bar: cliProgress.SingleBar | null;
+  private started = false;
+
+  constructor(enabled: boolean) {
+    this.bar =
+      enabled && process.stderr.isTTY
+        ? new cliProgress.SingleBar(
+            {
+              stream: process.stderr,
+              format: '{phase} |{bar}| {percentage}% {done}/{total} MiB  {rate} MB/s  ETA {eta_formatted}',
+              hideCursor: true,
+              etaBuffer: 20,
+            },
+            cliProgress.Presets.shades_classic,
+          )
+        : null;
+  }
+
+  update(event: MigrateEvent): void {
+    if (!this.bar || event.type !== 'progress') return;
+    const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+    const payload = {
+      phase: event.phase.padEnd(9),
+      done: mib(event.bytesDone),
+      total: mib(event.bytesTotal),
+      rate: event.elapsedMs > 0 ? (event.bytesDone / 1e3 / event.elapsedMs).toFixed(0) : '0',
+    };
+    if (!this.started) {
+      this.bar.start(Math.max(event.bytesTotal, 1), event.bytesDone, payload);
+      this.started = true;
+    } else {
+      this.bar.setTotal(Math.max(event.bytesTotal, 1));
+      this.bar.update(event.bytesDone, payload);
+    }
+  }
+
+  stop(): void {
+    if (this.started) this.bar?.stop();
+  }
+}

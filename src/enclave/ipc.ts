@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { MIGRATION_MODES } from '../migrate/modes.js';
+
+/**
+ * Messages between a host daemon and the enclave processes it spawns (Node IPC channel). The host is
+ * untrusted: the enclave validates every command, and secrets never cross this channel except the sim
+ * platform key, which stands in for the CPU (the sim backend gives no protection and says so).
+ */
+
+const appConfig = z.strictObject({
+  app: z.literal('kv'),
+  heapBytes: z.number().int().positive(),
+  port: z.number().int().min(0).max(65535),
+  bindAddress: z.string().min(1),
+});
+export type AppConfig = z.infer<typeof appConfig>;
+
+export const hostToEnclave = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('init'),
+    config: appConfig,
+    platformPrivateKeyPem: z.string(),
+    role: z.discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('fresh'), fillBytes: z.number().int().nonnegative() }),
+      z.strictObject({ kind: z.literal('incoming'), ticket: z.string().regex(/^[0-9a-f]{32}$/) }),
+    ]),
+  }),
+  z.strictObject({
+    type: z.literal('migrate-out'),
+    requestId: z.string(),
+    mode: z.enum(MIGRATION_MODES),
+    dataHost: z.string().min(1),
+    dataPort: z.number().int().min(1).max(65535),
+    ticket: z.string().regex(/^[0-9a-f]{32}$/),
+    verify: z.boolean(),
+    requestedAtMs: z.number(),
+  }),
+  /** Sent together with the accepted data socket as the IPC handle. */
+  z.strictObject({ type: z.literal('data-connection'), ticket: z.string() }),
+  z.strictObject({ type: z.literal('query'), id: z.number().int() }),
+  z.strictObject({ type: z.literal('stop') }),
+]);
+export type HostToEnclave = z.infer<typeof hostToEnclave>;
+
+const enclaveStats = z.record(z.string(), z.number());
+
+export const migrationProgress = z.strictObject({
+  phase: z.enum(['handshake', 'blackout', 'transfer', 'resume', 'commit']),
+  bytesDone: z.number().nonnegative(),
+  bytesTotal: z.number().nonnegative(),
+  elapsedMs: z.number().nonnegative(),
+});
+export type MigrationProgress = z.infer<typeof migrationProgress>;
+
+export const enclaveToHost = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('ready'),
+    measurement: z.string(),
+    tee: z.string(),
+    teeSecure: z.boolean(),
+    appPort: z.number().int(),
+    stats: enclaveStats,
+  }),
+  z.strictObject({ type: z.literal('fatal'), message: z.string() }),
+  z.strictObject({ type: z.literal('progress'), requestId: z.string(), progress: migrationProgress }),
+  /** Source: COMMIT received, heap wiped; the process exits right after. */
+  z.strictObject({
+    type: z.literal('migrated-out'),
+    requestId: z.string(),
+    report: z.record(z.string(), z.unknown()),
+  }),
+  /** Source: the migration failed before START; the application serves again. */
+  z.strictObject({
+    type: z.literal('migration-failed'),
+    requestId: z.string(),
+    message: z.string(),
+    resumed: z.boolean(),
+  }),
+  /** Destination: the application serves on this host now. */
+  z.strictObject({ type: z.literal('resumed'), stats: enclaveStats }),
+  z.strictObject({ type: z.literal('query-result'), id: z.number().int(), stats: enclaveStats }),
+]);
+export type EnclaveToHost = z.infer<typeof enclaveToHost>;

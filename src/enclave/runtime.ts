@@ -1,0 +1,204 @@
+import type net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import type { AppContext } from '../apps/app.js';
+import { createApp, type MigratableApp } from '../apps/registry.js';
+import { HeapAllocator } from '../heap/allocator.js';
+import { SecureHeap } from '../heap/secure-heap.js';
+import { migrateIn } from '../migrate/destination.js';
+import { migrateOut } from '../migrate/source.js';
+import type { TeeBackend } from '../tee/backend.js';
+import { computeMeasurement } from '../tee/measurement.js';
+import { SimTee } from '../tee/sim.js';
+import { errorMessage } from '../util/errors.js';
+import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
+
+/**
+ * The trusted part of an enclave process: it owns the SecureHeap, the application and the migration
+ * agent, and treats every command from its host as untrusted input.
+ */
+type RuntimeState =
+  | { kind: 'uninitialised' }
+  | { kind: 'serving' }
+  | { kind: 'incoming'; ticket: string }
+  | { kind: 'migrating-in' }
+  | { kind: 'migrating-out' }
+  /** START went out and no COMMIT came back: paused for good, never serving again on its own. */
+  | { kind: 'in-doubt' }
+  | { kind: 'gone' };
+
+/** The application bundle the sim backend measures: the compiled sources this process runs from. */
+const BUNDLE_DIR = fileURLToPath(new URL('..', import.meta.url));
+
+export class EnclaveRuntime {
+  private state: RuntimeState = { kind: 'uninitialised' };
+  private heap!: SecureHeap;
+  private allocator: HeapAllocator | undefined;
+  private app!: MigratableApp;
+  private tee!: TeeBackend;
+  private config!: AppConfig;
+  private readonly log = pino({ base: { role: 'enclave', pid: process.pid } }, pino.destination(2));
+
+  constructor(private readonly send: (message: EnclaveToHost) => Promise<void>) {}
+
+  async handle(raw: unknown, handle?: unknown): Promise<void> {
+    const parsed = hostToEnclave.safeParse(raw);
+    if (!parsed.success) {
+      this.log.warn({ issue: parsed.error.issues[0]?.message }, 'rejected malformed host command');
+      return;
+    }
+    const message = parsed.data;
+    switch (message.type) {
+      case 'init':
+        return this.init(message);
+      case 'migrate-out':
+        return this.migrateOut(message);
+      case 'data-connection':
+        return this.acceptDataConnection(message.ticket, handle as net.Socket | undefined);
+      case 'query':
+        return this.send({ type: 'query-result', id: message.id, stats: this.stats() });
+      case 'stop':
+        return this.stop();
+    }
+  }
+
+  private async init(message: Extract<HostToEnclave, { type: 'init' }>): Promise<void> {
+    if (this.state.kind !== 'uninitialised') return;
+    this.config = message.config;
+    try {
+      const measurement = computeMeasurement(BUNDLE_DIR, process.version);
+      this.tee = SimTee.create({ platformPrivateKeyPem: message.platformPrivateKeyPem, measurement });
+      this.log.warn(`TEE backend: ${this.tee.describe()}`);
+      this.heap = SecureHeap.create(message.config.heapBytes);
+      this.app = createApp(message.config.app, this.appContext());
+      if (message.role.kind === 'fresh') {
+        this.allocator = HeapAllocator.format(this.heap);
+        this.app.format();
+        if (message.role.fillBytes > 0) this.app.fill(message.role.fillBytes);
+        await this.app.listen();
+        this.app.serve();
+        this.state = { kind: 'serving' };
+      } else {
+        // Nothing may read the heap before its pages arrive and START is verified.
+        this.heap.present.clearAll();
+        await this.app.listen();
+        this.state = { kind: 'incoming', ticket: message.role.ticket };
+      }
+      await this.send({
+        type: 'ready',
+        measurement,
+        tee: this.tee.describe(),
+        teeSecure: this.tee.secure,
+        appPort: message.config.port,
+        stats: this.stats(),
+      });
+    } catch (err) {
+      await this.fatal(errorMessage(err));
+    }
+  }
+
+  private appContext(): AppContext {
+    const runtime = this;
+    return {
+      heap: this.heap,
+      get allocator(): HeapAllocator {
+        if (!runtime.allocator) throw new Error('the heap has not been formatted or restored yet');
+        return runtime.allocator;
+      },
+      bindAddress: this.config.bindAddress,
+      port: this.config.port,
+      log: (msg, fields) => this.log.info(fields ?? {}, msg),
+    };
+  }
+
+  private async migrateOut(message: Extract<HostToEnclave, { type: 'migrate-out' }>): Promise<void> {
+    const { requestId } = message;
+    if (this.state.kind !== 'serving' || !this.allocator) {
+      await this.send({
+        type: 'migration-failed',
+        requestId,
+        message: `enclave is ${this.state.kind}`,
+        resumed: false,
+      });
+      return;
+    }
+    this.state = { kind: 'migrating-out' };
+    const outcome = await migrateOut(
+      { heap: this.heap, allocator: this.allocator, app: this.app, appKind: this.config.app, tee: this.tee },
+      message,
+      (progress) => void this.send({ type: 'progress', requestId, progress }),
+    );
+    switch (outcome.kind) {
+      case 'committed':
+        this.state = { kind: 'gone' };
+        this.log.info({ migrationId: outcome.report.migrationId }, 'migrated out; self-destroyed');
+        await this.send({ type: 'migrated-out', requestId, report: { ...outcome.report } });
+        process.exit(0);
+        break;
+      case 'aborted':
+        this.state = { kind: 'serving' };
+        this.log.warn({ reason: outcome.message }, 'migration aborted before START; serving again');
+        await this.send({ type: 'migration-failed', requestId, message: outcome.message, resumed: true });
+        break;
+      case 'in-doubt':
+        this.state = { kind: 'in-doubt' };
+        this.log.error({ reason: outcome.message }, 'migration outcome in doubt; staying paused');
+        await this.send({ type: 'migration-failed', requestId, message: outcome.message, resumed: false });
+        break;
+    }
+  }
+
+  private async acceptDataConnection(ticket: string, socket: net.Socket | undefined): Promise<void> {
+    if (!socket) return;
+    // Single use: one incoming migration per enclave, and only for the ticket it was prepared with.
+    if (this.state.kind !== 'incoming' || this.state.ticket !== ticket) {
+      socket.destroy();
+      return;
+    }
+    this.state = { kind: 'migrating-in' };
+    const outcome = await migrateIn(
+      {
+        heap: this.heap,
+        app: this.app,
+        appKind: this.config.app,
+        tee: this.tee,
+        attachHeap: () => {
+          this.allocator = HeapAllocator.attach(this.heap);
+        },
+      },
+      socket,
+    );
+    if (outcome.kind === 'aborted') {
+      await this.fatal(`incoming migration failed: ${outcome.message}`);
+      return;
+    }
+    this.state = { kind: 'serving' };
+    if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
+    await this.send({ type: 'resumed', stats: this.stats() });
+  }
+
+  private stats(): Record<string, number> {
+    const usage = process.memoryUsage();
+    const base: Record<string, number> = { rssBytes: usage.rss };
+    if (!this.heap) return base;
+    base.heapBytes = this.heap.byteLength;
+    if (this.allocator)
+      base.allocatedBytes =
+        (this.allocator.stats().allocatedPages * this.heap.byteLength) / this.heap.pageCount;
+    if (this.state.kind === 'serving') Object.assign(base, this.app.stats());
+    return base;
+  }
+
+  private async stop(): Promise<void> {
+    this.state = { kind: 'gone' };
+    await this.app?.close().catch(() => {});
+    this.heap?.wipe();
+    process.exit(0);
+  }
+
+  private async fatal(message: string): Promise<void> {
+    this.log.error({ err: message }, 'fatal');
+    await this.send({ type: 'fatal', message }).catch(() => {});
+    process.exit(1);
+  }
+}

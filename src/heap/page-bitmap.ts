@@ -1,0 +1,213 @@
+/** Number of 32-bit words that hold one bit per page. */
+export function bitmapWords(pageCount: number): number {
+  return Math.ceil(pageCount / 32);
+}
+
+/** Bits [bit, 31] of a word. */
+function fromBit(bit: number): number {
+  return ~0 << bit;
+}
+
+/** Bits [0, bit] of a word. */
+function throughBit(bit: number): number {
+  return (~0 >>> (31 - bit)) | 0;
+}
+
+/** Index of the lowest set bit of a non-zero word. */
+function lowestBit(word: number): number {
+  return 31 - Math.clz32(word & -word);
+}
+
+function popcount(word: number): number {
+  let v = word - ((word >>> 1) & 0x55555555);
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
+}
+
+/**
+ * One bit per page over a Uint32Array, which may be a private buffer or a view into heap memory (the
+ * allocator keeps its `allocated` bitmap inside the heap so that it migrates with the pages).
+ *
+ * Operations are plain loads and stores, not Atomics: a bit set costs a few nanoseconds and every heap
+ * write pays one. A user on another thread (a fetcher worker marking pages present) must use Atomics on
+ * `words` itself, and the owning thread must expect a plain read to miss a concurrent update.
+ */
+export class PageBitmap {
+  readonly words: Uint32Array;
+  readonly pageCount: number;
+
+  constructor(words: Uint32Array, pageCount: number) {
+    if (!Number.isSafeInteger(pageCount) || pageCount < 0 || pageCount >= 2 ** 32) {
+      throw new RangeError(`invalid bitmap page count ${pageCount}`);
+    }
+    if (words.length !== bitmapWords(pageCount)) {
+      throw new RangeError(
+        `a bitmap of ${pageCount} pages needs ${bitmapWords(pageCount)} words, got ${words.length}`,
+      );
+    }
+    this.words = words;
+    this.pageCount = pageCount;
+  }
+
+  /** A bitmap with every bit clear, in a SharedArrayBuffer so that workers can share it. */
+  static create(pageCount: number): PageBitmap {
+    const words = new Uint32Array(new SharedArrayBuffer(bitmapWords(pageCount) * 4));
+    return new PageBitmap(words, pageCount);
+  }
+
+  get(page: number): boolean {
+    this.checkPage(page);
+    return ((this.words[page >>> 5]! >>> (page & 31)) & 1) === 1;
+  }
+
+  set(page: number): void {
+    this.checkPage(page);
+    this.words[page >>> 5]! |= 1 << (page & 31);
+  }
+
+  clear(page: number): void {
+    this.checkPage(page);
+    this.words[page >>> 5]! &= ~(1 << (page & 31));
+  }
+
+  setRange(first: number, count: number): void {
+    this.checkRange(first, count);
+    if (count === 0) return;
+    const end = first + count - 1;
+    const firstWord = first >>> 5;
+    const lastWord = end >>> 5;
+    const words = this.words;
+    if (firstWord === lastWord) {
+      words[firstWord]! |= fromBit(first & 31) & throughBit(end & 31);
+      return;
+    }
+    words[firstWord]! |= fromBit(first & 31);
+    words.fill(0xffffffff, firstWord + 1, lastWord);
+    words[lastWord]! |= throughBit(end & 31);
+  }
+
+  clearRange(first: number, count: number): void {
+    this.checkRange(first, count);
+    if (count === 0) return;
+    const end = first + count - 1;
+    const firstWord = first >>> 5;
+    const lastWord = end >>> 5;
+    const words = this.words;
+    if (firstWord === lastWord) {
+      words[firstWord]! &= ~(fromBit(first & 31) & throughBit(end & 31));
+      return;
+    }
+    words[firstWord]! &= ~fromBit(first & 31);
+    words.fill(0, firstWord + 1, lastWord);
+    words[lastWord]! &= ~throughBit(end & 31);
+  }
+
+  setAll(): void {
+    this.clearAll();
+    this.setRange(0, this.pageCount);
+  }
+
+  clearAll(): void {
+    this.words.fill(0);
+  }
+
+  /** True if every page of the range is set; one masked compare when the range sits in one word. */
+  allSet(first: number, count: number): boolean {
+    this.checkRange(first, count);
+    if (count === 0) return true;
+    const end = first + count - 1;
+    const firstWord = first >>> 5;
+    const lastWord = end >>> 5;
+    const words = this.words;
+    if (firstWord === lastWord)
+      return (~words[firstWord]! & fromBit(first & 31) & throughBit(end & 31)) === 0;
+    if ((~words[firstWord]! & fromBit(first & 31)) !== 0) return false;
+    for (let w = firstWord + 1; w < lastWord; w++) if (words[w] !== 0xffffffff) return false;
+    return (~words[lastWord]! & throughBit(end & 31)) === 0;
+  }
+
+  /** The first clear page in [first, first + count), or -1. */
+  firstClear(first: number, count: number): number {
+    this.checkRange(first, count);
+    if (count === 0) return -1;
+    const end = first + count - 1;
+    const firstWord = first >>> 5;
+    const lastWord = end >>> 5;
+    for (let w = firstWord; w <= lastWord; w++) {
+      let clear = ~this.words[w]!;
+      if (w === firstWord) clear &= fromBit(first & 31);
+      if (w === lastWord) clear &= throughBit(end & 31);
+      if (clear !== 0) return w * 32 + lowestBit(clear);
+    }
+    return -1;
+  }
+
+  /** The first set page at or after `from`, or -1. */
+  nextSet(from: number): number {
+    this.checkFrom(from);
+    if (from >= this.pageCount) return -1;
+    const words = this.words;
+    const lastWord = words.length - 1;
+    let w = from >>> 5;
+    let bits = words[w]! & fromBit(from & 31);
+    while (bits === 0) {
+      if (w === lastWord) return -1;
+      bits = words[++w]!;
+    }
+    const page = w * 32 + lowestBit(bits);
+    return page < this.pageCount ? page : -1;
+  }
+
+  /** The first clear page at or after `from`, or -1. */
+  nextClear(from: number): number {
+    this.checkFrom(from);
+    if (from >= this.pageCount) return -1;
+    const words = this.words;
+    const lastWord = words.length - 1;
+    let w = from >>> 5;
+    let bits = ~words[w]! & fromBit(from & 31);
+    while (bits === 0) {
+      if (w === lastWord) return -1;
+      bits = ~words[++w]!;
+    }
+    const page = w * 32 + lowestBit(bits);
+    return page < this.pageCount ? page : -1;
+  }
+
+  /** Number of set pages. */
+  count(): number {
+    return this.countRange(0, this.pageCount);
+  }
+
+  countRange(first: number, count: number): number {
+    this.checkRange(first, count);
+    if (count === 0) return 0;
+    const end = first + count - 1;
+    const firstWord = first >>> 5;
+    const lastWord = end >>> 5;
+    let total = 0;
+    for (let w = firstWord; w <= lastWord; w++) {
+      let bits = this.words[w]!;
+      if (w === firstWord) bits &= fromBit(first & 31);
+      if (w === lastWord) bits &= throughBit(end & 31);
+      total += popcount(bits);
+    }
+    return total;
+  }
+
+  private checkPage(page: number): void {
+    if (!(page >>> 0 === page && page < this.pageCount)) {
+      throw new RangeError(`page ${page} is outside the bitmap of ${this.pageCount} pages`);
+    }
+  }
+
+  private checkRange(first: number, count: number): void {
+    if (!(first >>> 0 === first && count >>> 0 === count && first + count <= this.pageCount)) {
+      throw new RangeError(`pages ${first}+${count} are outside the bitmap of ${this.pageCount} pages`);
+    }
+  }
+
+  private checkFrom(from: number): void {
+    if (from >>> 0 !== from) throw new RangeError(`invalid bitmap position ${from}`);
+  }
+}

@@ -1,0 +1,303 @@
+import { createHash } from 'node:crypto';
+import { endianness } from 'node:os';
+import { PAGE_SIZE, SEGMENT_BYTES, SEGMENT_PAGES } from './constants.js';
+import { HeapSizeError, PageNotPresentError } from './errors.js';
+import { PageBitmap } from './page-bitmap.js';
+
+export { HeapSizeError, PageNotPresentError } from './errors.js';
+
+export const MIN_HEAP_BYTES = 2 ** 20;
+export const MAX_HEAP_BYTES = 16 * 2 ** 30;
+
+// The u32/f64 accessors use native-order typed arrays; the heap format is little-endian.
+if (endianness() !== 'LE') throw new Error('constmig needs a little-endian host');
+
+const TWO_32 = 2 ** 32;
+const SEGMENT_PAGE_SHIFT = Math.log2(SEGMENT_PAGES);
+/** Largest high word of a u64 that still fits in a safe integer (2^53 - 1). */
+const MAX_SAFE_HIGH_WORD = 2 ** 21 - 1;
+/** wipe() compares and zeroes in blocks of this size; reading untouched memory costs no RSS. */
+const WIPE_BLOCK_BYTES = 16 * PAGE_SIZE;
+
+export type MissHandler = (firstPage: number, pageCount: number) => void;
+
+/**
+ * The application's large state: fixed-size pages in SharedArrayBuffer segments, with two bitmaps that
+ * describe this copy of the heap and never migrate: `present` (the page has arrived) and `dirty` (the
+ * page was written since the migration agent last cleared the bit).
+ *
+ * Every accessor checks the present bits of the pages it touches and asks `onMiss` (the tracker) to
+ * fetch missing ones, so no code reads a page that has not been restored; every write marks its pages
+ * dirty. Addresses are byte offsets from the heap start and may exceed 2^32.
+ */
+export class SecureHeap {
+  readonly byteLength: number;
+  readonly pageCount: number;
+  readonly segments: readonly Uint8Array[];
+  readonly present: PageBitmap;
+  readonly dirty: PageBitmap;
+  /** Called with the touched page range when an access finds a page missing; must make it present. */
+  onMiss: MissHandler | null = null;
+
+  private readonly presentWords: Uint32Array;
+  private readonly dirtyWords: Uint32Array;
+  private readonly u32: readonly Uint32Array[];
+  private readonly f64: readonly Float64Array[];
+
+  private constructor(pageCount: number) {
+    this.pageCount = pageCount;
+    this.byteLength = pageCount * PAGE_SIZE;
+    const buffers: SharedArrayBuffer[] = [];
+    for (let start = 0; start < this.byteLength; start += SEGMENT_BYTES) {
+      // SharedArrayBuffer memory is committed lazily, so untouched pages cost no RSS.
+      buffers.push(new SharedArrayBuffer(Math.min(SEGMENT_BYTES, this.byteLength - start)));
+    }
+    this.segments = buffers.map((buffer) => new Uint8Array(buffer));
+    this.u32 = buffers.map((buffer) => new Uint32Array(buffer));
+    this.f64 = buffers.map((buffer) => new Float64Array(buffer));
+    this.present = PageBitmap.create(pageCount);
+    this.present.setAll();
+    this.dirty = PageBitmap.create(pageCount);
+    this.presentWords = this.present.words;
+    this.dirtyWords = this.dirty.words;
+  }
+
+  /** A zeroed heap of `bytes` rounded up to whole pages, every page present and none dirty. */
+  static create(bytes: number): SecureHeap {
+    if (!(bytes >= MIN_HEAP_BYTES && bytes <= MAX_HEAP_BYTES)) {
+      throw new HeapSizeError(`heap size ${bytes} B is outside the supported range 1 MiB .. 16 GiB`);
+    }
+    return new SecureHeap(Math.ceil(bytes / PAGE_SIZE));
+  }
+
+  readU8(addr: number): number {
+    const page = this.checkAccess(addr, 1);
+    this.requirePage(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    return this.segments[segment]![addr - segment * SEGMENT_BYTES]!;
+  }
+
+  writeU8(addr: number, value: number): void {
+    if ((value & 0xff) !== value) throw new RangeError(`u8 value ${value} is out of range`);
+    const page = this.checkAccess(addr, 1);
+    this.requirePage(page);
+    this.markPageDirty(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    this.segments[segment]![addr - segment * SEGMENT_BYTES] = value;
+  }
+
+  readU32(addr: number): number {
+    const page = this.checkAccess(addr, 4);
+    this.requirePage(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    return this.u32[segment]![(addr - segment * SEGMENT_BYTES) >>> 2]!;
+  }
+
+  writeU32(addr: number, value: number): void {
+    if (value >>> 0 !== value) throw new RangeError(`u32 value ${value} is out of range`);
+    const page = this.checkAccess(addr, 4);
+    this.requirePage(page);
+    this.markPageDirty(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    this.u32[segment]![(addr - segment * SEGMENT_BYTES) >>> 2] = value;
+  }
+
+  /** A little-endian u64 that must fit in a safe integer; a larger stored value throws RangeError. */
+  readU64(addr: number): number {
+    const page = this.checkAccess(addr, 8);
+    this.requirePage(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    const words = this.u32[segment]!;
+    const index = (addr - segment * SEGMENT_BYTES) >>> 2;
+    const high = words[index + 1]!;
+    if (high > MAX_SAFE_HIGH_WORD) throw new RangeError(`u64 at ${addr} exceeds 2^53-1`);
+    return high * TWO_32 + words[index]!;
+  }
+
+  /** Stores a non-negative safe integer as 8 little-endian bytes. */
+  writeU64(addr: number, value: number): void {
+    if (!(Number.isSafeInteger(value) && value >= 0))
+      throw new RangeError(`u64 value ${value} is out of range`);
+    const page = this.checkAccess(addr, 8);
+    this.requirePage(page);
+    this.markPageDirty(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    const words = this.u32[segment]!;
+    const index = (addr - segment * SEGMENT_BYTES) >>> 2;
+    const low = value % TWO_32;
+    words[index] = low;
+    words[index + 1] = (value - low) / TWO_32;
+  }
+
+  readF64(addr: number): number {
+    const page = this.checkAccess(addr, 8);
+    this.requirePage(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    return this.f64[segment]![(addr - segment * SEGMENT_BYTES) >>> 3]!;
+  }
+
+  writeF64(addr: number, value: number): void {
+    const page = this.checkAccess(addr, 8);
+    this.requirePage(page);
+    this.markPageDirty(page);
+    const segment = page >>> SEGMENT_PAGE_SHIFT;
+    this.f64[segment]![(addr - segment * SEGMENT_BYTES) >>> 3] = value;
+  }
+
+  /** A view of `len` bytes, after the present check; read-only by convention (writes would not be tracked). */
+  bytes(addr: number, len: number): Uint8Array {
+    const view = this.rangeView(addr, len);
+    if (len > 0) this.requirePages(addr, len);
+    return view;
+  }
+
+  /** A writable view of `len` bytes: present check, and every touched page is marked dirty. */
+  mutableBytes(addr: number, len: number): Uint8Array {
+    const view = this.rangeView(addr, len);
+    if (len > 0) {
+      this.requirePages(addr, len);
+      this.markRangeDirty(addr, len);
+    }
+    return view;
+  }
+
+  readInto(addr: number, target: Uint8Array): void {
+    target.set(this.bytes(addr, target.length));
+  }
+
+  write(addr: number, src: Uint8Array): void {
+    this.mutableBytes(addr, src.length).set(src);
+  }
+
+  equals(addr: number, other: Uint8Array): boolean {
+    return Buffer.compare(this.bytes(addr, other.length), other) === 0;
+  }
+
+  /**
+   * Migration agent only: a view over whole pages that skips the present check and dirty marking
+   * (the agent installs pages that are not present yet, and reads pages without dirtying them).
+   */
+  rawPages(firstPage: number, pageCount: number): Uint8Array {
+    if (!(Number.isInteger(firstPage) && Number.isInteger(pageCount) && firstPage >= 0 && pageCount >= 0)) {
+      throw new RangeError(`invalid page range ${firstPage}+${pageCount}`);
+    }
+    if (firstPage + pageCount > this.pageCount) {
+      throw new RangeError(`pages ${firstPage}+${pageCount} run past the heap end (${this.pageCount} pages)`);
+    }
+    if (pageCount > 0 && firstPage + pageCount > this.segmentEndPage(firstPage)) {
+      throw new RangeError(`pages ${firstPage}+${pageCount} cross a segment boundary`);
+    }
+    const segment = Math.floor(firstPage / SEGMENT_PAGES);
+    const offset = (firstPage - segment * SEGMENT_PAGES) * PAGE_SIZE;
+    return this.segments[segment]!.subarray(offset, offset + pageCount * PAGE_SIZE);
+  }
+
+  /** The first page of the segment after the one holding `page`, or pageCount for the last segment. */
+  segmentEndPage(page: number): number {
+    return Math.min((Math.floor(page / SEGMENT_PAGES) + 1) * SEGMENT_PAGES, this.pageCount);
+  }
+
+  /**
+   * SHA-256 over the pages set in `pages`, defined as: for each maximal run [first, first + n) of set
+   * pages, cut at every segment end and after `maxRunPages` pages, in increasing order, hash
+   * u64le(first) || u64le(n) || the n * 4096 page bytes. With `maxRunPages` equal to the extent length
+   * this is the digest the migration agent computes extent by extent (migrate/content-digest.ts).
+   * It reads raw memory: no present check, no dirty marking.
+   */
+  digest(pages: PageBitmap, maxRunPages = Number.POSITIVE_INFINITY): Buffer {
+    if (pages.pageCount !== this.pageCount) {
+      throw new RangeError(`digest bitmap has ${pages.pageCount} pages, the heap ${this.pageCount}`);
+    }
+    if (!(maxRunPages >= 1)) throw new RangeError(`invalid run length ${maxRunPages}`);
+    const hash = createHash('sha256');
+    const prefix = Buffer.alloc(16);
+    let page = pages.nextSet(0);
+    while (page !== -1) {
+      const clear = pages.nextClear(page);
+      const runEnd = clear === -1 ? this.pageCount : clear;
+      const end = Math.min(runEnd, this.segmentEndPage(page), page + maxRunPages);
+      prefix.writeBigUInt64LE(BigInt(page), 0);
+      prefix.writeBigUInt64LE(BigInt(end - page), 8);
+      hash.update(prefix);
+      hash.update(this.rawPages(page, end - page));
+      page = end < runEnd ? end : pages.nextSet(end);
+    }
+    return hash.digest();
+  }
+
+  /**
+   * Self-destroy: zero every byte that may hold data and clear both bitmaps, so every later access
+   * fails. It scans the memory instead of trusting any bookkeeping, and zeroes only blocks that are
+   * not already zero: reading never-touched memory commits nothing, writing it would commit it all.
+   */
+  wipe(): void {
+    this.onMiss = null;
+    const zeros = new Uint8Array(WIPE_BLOCK_BYTES);
+    for (const segment of this.segments) {
+      for (let offset = 0; offset < segment.length; offset += WIPE_BLOCK_BYTES) {
+        const block = segment.subarray(offset, offset + WIPE_BLOCK_BYTES);
+        if (Buffer.compare(block, zeros.subarray(0, block.length)) !== 0) block.fill(0);
+      }
+    }
+    this.present.clearAll();
+    this.dirty.clearAll();
+  }
+
+  /** Validates a naturally aligned access of `size` bytes and returns its page. */
+  private checkAccess(addr: number, size: number): number {
+    // Integer arithmetic on the offset in the page: `addr % size` on a double costs an fmod call.
+    const page = (addr / PAGE_SIZE) >>> 0;
+    const inPage = addr - page * PAGE_SIZE;
+    if (
+      !(addr >= 0 && addr <= this.byteLength - size && (inPage | 0) === inPage && (inPage & (size - 1)) === 0)
+    ) {
+      throw new RangeError(`invalid ${size}-byte access at ${addr} (heap of ${this.byteLength} B)`);
+    }
+    return page;
+  }
+
+  /** Validates a byte range that stays inside one segment and returns a view of it. */
+  private rangeView(addr: number, len: number): Uint8Array {
+    if (
+      !(
+        Number.isInteger(addr) &&
+        Number.isInteger(len) &&
+        addr >= 0 &&
+        len >= 0 &&
+        addr + len <= this.byteLength
+      )
+    ) {
+      throw new RangeError(`invalid byte range ${addr}+${len} (heap of ${this.byteLength} B)`);
+    }
+    const segment = Math.floor(addr / SEGMENT_BYTES);
+    const offset = addr - segment * SEGMENT_BYTES;
+    if (offset + len > SEGMENT_BYTES)
+      throw new RangeError(`byte range ${addr}+${len} crosses a segment boundary`);
+    return this.segments[segment]!.subarray(offset, offset + len);
+  }
+
+  private requirePage(page: number): void {
+    if ((this.presentWords[page >>> 5]! & (1 << (page & 31))) === 0) this.miss(page, 1);
+  }
+
+  private requirePages(addr: number, len: number): void {
+    const first = Math.floor(addr / PAGE_SIZE);
+    const count = Math.floor((addr + len - 1) / PAGE_SIZE) - first + 1;
+    if (!this.present.allSet(first, count)) this.miss(first, count);
+  }
+
+  private miss(first: number, count: number): void {
+    this.onMiss?.(first, count);
+    const missing = this.present.firstClear(first, count);
+    if (missing !== -1) throw new PageNotPresentError(missing);
+  }
+
+  private markPageDirty(page: number): void {
+    this.dirtyWords[page >>> 5]! |= 1 << (page & 31);
+  }
+
+  private markRangeDirty(addr: number, len: number): void {
+    const first = Math.floor(addr / PAGE_SIZE);
+    this.dirty.setRange(first, Math.floor((addr + len - 1) / PAGE_SIZE) - first + 1);
+  }
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { APP_KINDS } from '../apps/registry.js';
+import { MIGRATION_MODES } from '../migrate/modes.js';
+
+/** Request bodies of the host daemon's control API; unknown fields are rejected, sizes are bounded. */
+
+const MIN_HEAP = 2 ** 20;
+const MAX_HEAP = 16 * 2 ** 30;
+const enclaveId = z.string().regex(/^[0-9a-f]{8}$/, 'enclave ids are 8 hex digits');
+const name = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -');
+const heapBytes = z
+  .number()
+  .int()
+  .min(MIN_HEAP, 'heap must be at least 1 MiB')
+  .max(MAX_HEAP, 'heap must be at most 16 GiB');
+const appPort = z.number().int().min(1).max(65535);
+
+export const runRequest = z.strictObject({
+  app: z.enum(APP_KINDS),
+  heapBytes,
+  port: appPort,
+  name: name.optional(),
+  fillBytes: z.number().int().nonnegative().default(0),
+});
+export type RunRequest = z.input<typeof runRequest>;
+
+export const incomingRequest = z.strictObject({
+  id: enclaveId,
+  name,
+  app: z.enum(APP_KINDS),
+  heapBytes,
+  port: appPort,
+});
+export type IncomingRequest = z.infer<typeof incomingRequest>;
+
+export const migrateRequest = z.strictObject({
+  to: z.string().min(1),
+  mode: z.enum(MIGRATION_MODES).default('stop-and-copy'),
+  dataAddress: z.string().optional(),
+  verify: z.boolean().default(true),
+});
+export type MigrateRequest = z.input<typeof migrateRequest>;
+
+export const enclaveIdParam = enclaveId;
+
+export type EnclaveState =
+  | 'starting'
+  | 'running'
+  | 'incoming'
+  | 'migrating-in'
+  | 'migrating-out'
+  | 'in-doubt';
+
+export interface EnclaveInfo {
+  id: string;
+  name: string;
+  app: string;
+  state: EnclaveState;
+  heapBytes: number;
+  port: number;
+  address: string;
+  pid: number;
+  measurement: string;
+  tee: string;
+  teeSecure: boolean;
+  startedAt: string;
+  stats: Record<string, number>;
+}
+
+export interface IncomingReply {
+  id: string;
+  ticket: string;
+  dataHost: string;
+  dataPort: number;
+}
+
+export interface HostInfo {
+  version: string;
+  control: string;
+  bind: string;
+  peerPort: number;
+  tee: string;
+}
+
+/** Events streamed (NDJSON) by POST /v1/enclaves/:id/migrate. */
+export type MigrateEvent =
+  | { type: 'prepared'; destinationId: string; dataAddress: string }
+  | { type: 'progress'; phase: string; bytesDone: number; bytesTotal: number; elapsedMs: number }
+  | { type: 'report'; report: Record<string, unknown> }
+  | { type: 'error'; message: string; sourceServing: boolean };

@@ -1,0 +1,89 @@
+import { errorMessage, UserError } from '../util/errors.js';
+
+/** Normalises "127.0.0.1:7401" or "http://127.0.0.1:7401/" to "http://127.0.0.1:7401". */
+export function normaliseHostUrl(text: string): string {
+  const withScheme = /^[a-z]+:\/\//i.test(text) ? text : `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UserError(`malformed host URL '${text}': expected e.g. http://127.0.0.1:7401`);
+  }
+  if (url.protocol !== 'http:') throw new UserError(`unsupported host URL '${text}': only http:// is served`);
+  if (!url.port) throw new UserError(`host URL '${text}' needs a port, e.g. http://127.0.0.1:7401`);
+  return `${url.protocol}//${url.host}`;
+}
+
+function explainFetchFailure(url: string, err: unknown): UserError {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const reason =
+    cause?.code === 'ECONNREFUSED'
+      ? 'connection refused (is `constmig host` running there?)'
+      : cause?.code === 'UND_ERR_CONNECT_TIMEOUT'
+        ? 'connection timed out'
+        : (cause?.message ?? errorMessage(err));
+  return new UserError(`cannot reach host ${url}: ${reason}`);
+}
+
+/** A small client for a host daemon's control API, used by the CLI and by a host calling its peer. */
+export class HostClient {
+  readonly url: string;
+
+  constructor(
+    url: string,
+    private readonly token?: string,
+  ) {
+    this.url = normaliseHostUrl(url);
+  }
+
+  private headers(): Record<string, string> {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    return headers;
+  }
+
+  private async request(method: string, path: string, body?: unknown): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.url}${path}`, {
+        method,
+        headers: this.headers(),
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw explainFetchFailure(this.url, err);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let message = text;
+      try {
+        message = (JSON.parse(text) as { error?: string }).error ?? text;
+      } catch {}
+      throw new UserError(`${this.url}: ${message || `HTTP ${res.status}`}`);
+    }
+    return res;
+  }
+
+  async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+    const res = await this.request(method, path, body);
+    return (await res.json()) as T;
+  }
+
+  /** POSTs and yields each line of an NDJSON response as it arrives. */
+  async *stream<T>(path: string, body: unknown): AsyncGenerator<T> {
+    const res = await this.request('POST', path, body);
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let newline = buffered.indexOf('\n');
+      while (newline !== -1) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        if (line) yield JSON.parse(line) as T;
+        newline = buffered.indexOf('\n');
+      }
+    }
+  }
+}

@@ -1,0 +1,132 @@
+import type net from 'node:net';
+import type { EnclaveApp } from '../apps/app.js';
+import { handshake } from '../crypto/handshake.js';
+import { Opener, Sealer } from '../crypto/seal.js';
+import { PAGE_SIZE } from '../heap/constants.js';
+import type { SecureHeap } from '../heap/secure-heap.js';
+import type { TeeBackend } from '../tee/backend.js';
+import { monotonicMs } from '../util/clock.js';
+import { errorMessage } from '../util/errors.js';
+import { FrameType } from '../wire/frame.js';
+import { FramedSocket } from '../wire/framed-socket.js';
+import { ContentDigest } from './content-digest.js';
+import { openControl, ProtocolError, sendControl } from './control-channel.js';
+import type { ControlOf } from './messages.js';
+import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
+
+export interface DestinationDeps {
+  heap: SecureHeap;
+  app: EnclaveApp;
+  appKind: string;
+  tee: TeeBackend;
+  /** Re-opens allocator state from the heap pages that arrived (HeapAllocator.attach). */
+  attachHeap: () => void;
+}
+
+/**
+ * Until it resumes, the destination can always refuse, and tells the source so, which may then serve
+ * again; once the application serves here, the source must never run again.
+ */
+export type DestinationOutcome =
+  | { kind: 'resumed'; resumedAtMs: number; pagesInstalled: number; commitDelivered: boolean }
+  | { kind: 'aborted'; message: string };
+
+/** Upper bound on pages in one frame; a larger claim is a protocol violation, not an allocation. */
+const MAX_FRAME_PAGES = 4096;
+
+export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Promise<DestinationOutcome> {
+  const { heap } = deps;
+  const channel = new FramedSocket(socket);
+  const cpu = cpuMark();
+  let sealer: Sealer | undefined;
+  try {
+    const keys = await handshake({ role: 'destination', channel, tee: deps.tee });
+    sealer = new Sealer(keys.sendKey, keys.migrationId);
+    const opener = new Opener(keys.recvKey, keys.migrationId);
+
+    const begin = openControl(await channel.next(), opener);
+    if (begin.t !== 'begin') throw new ProtocolError(`expected BEGIN, got '${begin.t}'`);
+    if (begin.heapBytes !== heap.byteLength) {
+      throw new ProtocolError(
+        `heap size mismatch: source ${begin.heapBytes} B, destination ${heap.byteLength} B`,
+      );
+    }
+    if (begin.app !== deps.appKind)
+      throw new ProtocolError(`application mismatch: '${begin.app}' vs '${deps.appKind}'`);
+
+    const digest = begin.verify ? new ContentDigest() : null;
+    let pagesInstalled = 0;
+    let start: ControlOf<'start'> | undefined;
+    while (!start) {
+      const frame = await channel.next();
+      if (frame.header.type === FrameType.Pages) {
+        const { firstPage: first, pageCount: count } = frame.header;
+        checkPageFrame(heap, first, count, frame.bodyLength);
+        const target = heap.rawPages(first, count);
+        opener.open(frame, target);
+        heap.present.setRange(first, count);
+        digest?.update(first, count, target);
+        pagesInstalled += count;
+        continue;
+      }
+      const message = openControl(frame, opener);
+      if (message.t !== 'start') throw new ProtocolError(`unexpected '${message.t}' while receiving pages`);
+      start = message;
+    }
+
+    if (start.pagesTotal !== pagesInstalled || pagesInstalled !== begin.allocatedPages) {
+      throw new ProtocolError(
+        `page count mismatch: announced ${begin.allocatedPages}, START names ${start.pagesTotal}, installed ${pagesInstalled}`,
+      );
+    }
+    const ownDigest = digest?.hex() ?? null;
+    if (ownDigest !== start.digest) {
+      throw new ProtocolError(`content digest mismatch: source ${start.digest}, destination ${ownDigest}`);
+    }
+
+    // Pages that were never allocated did not travel; they hold nothing, so they are usable as they are.
+    heap.present.setAll();
+    deps.attachHeap();
+    deps.app.restore(start.snapshot);
+    deps.app.serve();
+    const resumedAtMs = monotonicMs();
+
+    const usage = cpuSince(cpu);
+    let commitDelivered = true;
+    try {
+      await sendControl(channel, sealer, {
+        t: 'commit',
+        resumedAtMs,
+        pagesInstalled,
+        digest: ownDigest,
+        peakRssBytes: peakRssBytes(),
+        cpuUserMs: usage.userMs,
+        cpuSystemMs: usage.systemMs,
+      });
+      await channel.end();
+    } catch {
+      // The application already serves here; a lost COMMIT leaves the source paused, never running.
+      commitDelivered = false;
+    }
+    return { kind: 'resumed', resumedAtMs, pagesInstalled, commitDelivered };
+  } catch (err) {
+    const message = errorMessage(err);
+    if (sealer) {
+      await sendControl(channel, sealer, { t: 'abort', reason: message.slice(0, 500) }).catch(() => {});
+    }
+    channel.destroy();
+    return { kind: 'aborted', message };
+  }
+}
+
+function checkPageFrame(heap: SecureHeap, first: number, count: number, bodyLength: number): void {
+  if (count < 1 || count > MAX_FRAME_PAGES || first + count > heap.pageCount) {
+    throw new ProtocolError(`page frame out of range: pages ${first}+${count} of ${heap.pageCount}`);
+  }
+  if (bodyLength !== count * PAGE_SIZE + 16) {
+    throw new ProtocolError(`page frame length ${bodyLength} does not match ${count} pages`);
+  }
+  if (heap.present.countRange(first, count) !== 0) {
+    throw new ProtocolError(`page ${first}+${count} received twice`);
+  }
+}

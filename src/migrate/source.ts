@@ -1,0 +1,207 @@
+import net from 'node:net';
+import type { EnclaveApp } from '../apps/app.js';
+import { handshake } from '../crypto/handshake.js';
+import { Opener, Sealer } from '../crypto/seal.js';
+import type { MigrationProgress } from '../enclave/ipc.js';
+import type { HeapAllocator } from '../heap/allocator.js';
+import { PAGE_SIZE } from '../heap/constants.js';
+import type { SecureHeap } from '../heap/secure-heap.js';
+import type { TeeBackend } from '../tee/backend.js';
+import { monotonicMs } from '../util/clock.js';
+import { errorMessage } from '../util/errors.js';
+import { FrameType } from '../wire/frame.js';
+import { FramedSocket } from '../wire/framed-socket.js';
+import { encodePreamble } from '../wire/preamble.js';
+import { ContentDigest } from './content-digest.js';
+import { ProtocolError, receiveControl, sendControl } from './control-channel.js';
+import { extentsOf } from './extents.js';
+import type { MigrationMode } from './modes.js';
+import { ProgressTicker } from './progress.js';
+import type { MigrationReport, PhaseTimes } from './report.js';
+import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
+
+export interface SourceDeps {
+  heap: SecureHeap;
+  allocator: HeapAllocator;
+  app: EnclaveApp;
+  appKind: string;
+  tee: TeeBackend;
+}
+
+export interface MigrateOutRequest {
+  mode: MigrationMode;
+  dataHost: string;
+  dataPort: number;
+  ticket: string;
+  verify: boolean;
+  /** CLOCK_MONOTONIC ms at which the operator's request reached the source host (PREPARE began). */
+  requestedAtMs: number;
+}
+
+/** What the enclave knows; the host adds where it went (enclaveId, from, to) and the demo the client gap. */
+export type EnclaveReport = Omit<MigrationReport, 'enclaveId' | 'from' | 'to' | 'clientGapMs'>;
+
+/**
+ * Source phases. Before START the application may always serve again; after START only an explicit
+ * abort from the destination (sent before it resumed) lets it, otherwise the outcome is in doubt and
+ * the application stays paused: two running copies are worse than a stalled one (DESIGN.md §2.4).
+ */
+export type SourcePhase = 'connecting' | 'handshake' | 'blackout' | 'awaiting-commit';
+
+export type SourceOutcome =
+  | { kind: 'committed'; report: EnclaveReport }
+  | { kind: 'aborted'; message: string }
+  | { kind: 'in-doubt'; message: string };
+
+const CONNECT_TIMEOUT_MS = 10_000;
+
+function connect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, noDelay: true });
+    const timer = setTimeout(
+      () => socket.destroy(new Error(`timed out connecting to ${host}:${port}`)),
+      CONNECT_TIMEOUT_MS,
+    );
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot open data connection to ${host}:${port}: ${errorMessage(err)}`));
+    });
+  });
+}
+
+export async function migrateOut(
+  deps: SourceDeps,
+  req: MigrateOutRequest,
+  onProgress: (p: MigrationProgress) => void,
+): Promise<SourceOutcome> {
+  const t0 = req.requestedAtMs;
+  const phases: Partial<PhaseTimes> = { prepare: 0 };
+  const mark = (name: keyof PhaseTimes): number => {
+    const now = monotonicMs();
+    phases[name] = now - t0;
+    return now;
+  };
+  const cpu = cpuMark();
+  const ticker = new ProgressTicker(onProgress, t0);
+  let phase: SourcePhase = 'connecting';
+  let paused = false;
+  let socket: net.Socket | undefined;
+  try {
+    socket = await connect(req.dataHost, req.dataPort);
+    socket.write(encodePreamble(req.ticket));
+    const channel = new FramedSocket(socket);
+
+    phase = 'handshake';
+    mark('handshake');
+    ticker.report('handshake', 0, 0, true);
+    const keys = await handshake({ role: 'source', channel, tee: deps.tee });
+    const sealer = new Sealer(keys.sendKey, keys.migrationId);
+    const opener = new Opener(keys.recvKey, keys.migrationId);
+
+    phase = 'blackout';
+    deps.app.pause();
+    paused = true;
+    const stoppedAtMs = mark('blackout');
+    const allocated = deps.allocator.allocated;
+    const allocatedPages = allocated.count();
+    const bytesTotal = allocatedPages * PAGE_SIZE;
+    await sendControl(channel, sealer, {
+      t: 'begin',
+      mode: req.mode,
+      app: deps.appKind,
+      heapBytes: deps.heap.byteLength,
+      allocatedPages,
+      verify: req.verify,
+    });
+
+    const digest = req.verify ? new ContentDigest() : null;
+    let pagesSent = 0;
+    let framesSent = 0;
+    for (const { first, count } of extentsOf(allocated, deps.heap)) {
+      const pages = deps.heap.rawPages(first, count);
+      digest?.update(first, count, pages);
+      await channel.send(sealer.seal({ type: FrameType.Pages, firstPage: first, pageCount: count }, pages));
+      pagesSent += count;
+      framesSent++;
+      ticker.report('transfer', pagesSent * PAGE_SIZE, bytesTotal);
+    }
+    const transferDoneAtMs = mark('transferDone');
+    ticker.report('resume', bytesTotal, bytesTotal, true);
+
+    const sourceDigest = digest?.hex() ?? null;
+    await sendControl(channel, sealer, {
+      t: 'start',
+      snapshot: deps.app.snapshot(),
+      stoppedAtMs,
+      pagesTotal: pagesSent,
+      framesTotal: framesSent,
+      digest: sourceDigest,
+    });
+    phase = 'awaiting-commit';
+    mark('startSent');
+
+    const reply = await receiveControl(channel, opener);
+    if (reply.t === 'abort') throw new DestinationAbort(reply.reason);
+    if (reply.t !== 'commit') throw new ProtocolError(`expected COMMIT, got '${reply.t}'`);
+    mark('committed');
+    phases.resumed = reply.resumedAtMs - t0;
+    ticker.report('commit', bytesTotal, bytesTotal, true);
+
+    const ownCpu = cpuSince(cpu);
+    const report: EnclaveReport = {
+      migrationId: keys.migrationId.toString('hex'),
+      app: deps.appKind,
+      mode: req.mode,
+      tee: deps.tee.describe(),
+      teeSecure: deps.tee.secure,
+      heapBytes: deps.heap.byteLength,
+      allocatedBytes: bytesTotal,
+      pagesTransferred: pagesSent,
+      framesTransferred: framesSent,
+      bytesOnWire: channel.bytesRead + channel.bytesWritten,
+      downtimeMs: reply.resumedAtMs - stoppedAtMs,
+      totalMs: (phases.committed ?? 0) - phases.prepare!,
+      throughputMBps: bytesTotal / 1e6 / Math.max((transferDoneAtMs - stoppedAtMs) / 1000, 1e-9),
+      sourcePeakRssBytes: peakRssBytes(),
+      destinationPeakRssBytes: reply.peakRssBytes,
+      sourceCpuMs: ownCpu.userMs + ownCpu.systemMs,
+      destinationCpuMs: reply.cpuUserMs + reply.cpuSystemMs,
+      verified: sourceDigest !== null && sourceDigest === reply.digest,
+      sourceDigest,
+      destinationDigest: reply.digest,
+      startedAt: new Date(Date.now() - (monotonicMs() - t0)).toISOString(),
+      phases: phases as PhaseTimes,
+    };
+    keys.sendKey.fill(0);
+    keys.recvKey.fill(0);
+    await selfDestroy(deps);
+    return { kind: 'committed', report };
+  } catch (err) {
+    const message = errorMessage(err);
+    if (phase !== 'awaiting-commit' || err instanceof DestinationAbort) {
+      if (paused) deps.app.serve();
+      return { kind: 'aborted', message };
+    }
+    return { kind: 'in-doubt', message: `${message} (START was sent; the application stays paused)` };
+  } finally {
+    socket?.destroy();
+  }
+}
+
+/** The destination refused to resume and said so before resuming, so the source may serve again. */
+class DestinationAbort extends Error {
+  override name = 'DestinationAbort';
+  constructor(reason: string) {
+    super(`destination aborted: ${reason}`);
+  }
+}
+
+/** After COMMIT the source must never serve again: drop clients, zero the heap (Gu et al., DSN'17). */
+async function selfDestroy(deps: SourceDeps): Promise<void> {
+  await deps.app.close();
+  deps.heap.wipe();
+}

@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { PageBitmap } from '../../src/heap/page-bitmap.js';
+
+describe('PageBitmap', () => {
+  test('single bits can be set, read and cleared', () => {
+    const bitmap = PageBitmap.create(100);
+    bitmap.set(0);
+    bitmap.set(31);
+    bitmap.set(32);
+    bitmap.set(99);
+    assert.deepEqual(
+      [0, 1, 31, 32, 33, 98, 99].map((page) => bitmap.get(page)),
+      [true, false, true, true, false, false, true],
+    );
+    bitmap.clear(31);
+    assert.equal(bitmap.get(31), false);
+    assert.equal(bitmap.count(), 3);
+  });
+
+  test('ranges spanning several words set and clear exactly their pages', () => {
+    const bitmap = PageBitmap.create(200);
+    bitmap.setRange(5, 100);
+    assert.equal(bitmap.count(), 100);
+    assert.equal(bitmap.get(4), false);
+    assert.equal(bitmap.get(5), true);
+    assert.equal(bitmap.get(104), true);
+    assert.equal(bitmap.get(105), false);
+    bitmap.clearRange(40, 30);
+    assert.equal(bitmap.countRange(5, 100), 70);
+    assert.equal(bitmap.firstClear(5, 100), 40);
+    assert.equal(bitmap.nextSet(40), 70);
+    assert.equal(bitmap.nextClear(5), 40);
+  });
+
+  test('searches report -1 when nothing matches', () => {
+    const bitmap = PageBitmap.create(70);
+    assert.equal(bitmap.nextSet(0), -1);
+    bitmap.setAll();
+    assert.equal(bitmap.nextClear(0), -1, 'bits past pageCount in the last word are not pages');
+    assert.equal(bitmap.firstClear(0, 70), -1);
+    assert.equal(bitmap.nextSet(70), -1);
+    assert.equal(bitmap.count(), 70);
+  });
+
+  test('setAll leaves the bits past pageCount clear', () => {
+    const bitmap = PageBitmap.create(33);
+    bitmap.setAll();
+    assert.equal(bitmap.words[0], 0xffffffff);
+    assert.equal(bitmap.words[1], 1);
+  });
+
+  test('a bitmap over a view into other memory writes only inside its words', () => {
+    const memory = new Uint32Array(8).fill(0xaaaaaaaa);
+    const bitmap = new PageBitmap(memory.subarray(2, 5), 96);
+    bitmap.clearAll();
+    bitmap.setRange(10, 50);
+    assert.deepEqual([...memory.subarray(0, 2), ...memory.subarray(5)], Array(5).fill(0xaaaaaaaa));
+    assert.equal(bitmap.count(), 50);
+  });
+
+  test('rejects pages and ranges outside the bitmap, and a words array of the wrong size', () => {
+    const bitmap = PageBitmap.create(64);
+    assert.throws(() => bitmap.get(64), RangeError);
+    assert.throws(() => bitmap.set(-1), RangeError);
+    assert.throws(() => bitmap.set(1.5), RangeError);
+    assert.throws(() => bitmap.setRange(60, 5), RangeError);
+    assert.throws(() => bitmap.countRange(0, Number.NaN), RangeError);
+    assert.throws(() => new PageBitmap(new Uint32Array(1), 64), RangeError);
+  });
+
+  test('behaves like an array of booleans under any sequence of operations', () => {
+    type Op =
+      | { kind: 'set' | 'clear'; at: number }
+      | { kind: 'setRange' | 'clearRange'; at: number; length: number }
+      | { kind: 'setAll' | 'clearAll' };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({ kind: fc.constantFrom('set' as const, 'clear' as const), at: fc.nat() }),
+      fc.record({
+        kind: fc.constantFrom('setRange' as const, 'clearRange' as const),
+        at: fc.nat(),
+        length: fc.nat({ max: 150 }),
+      }),
+      fc.record({ kind: fc.constantFrom('setAll' as const, 'clearAll' as const) }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 300 }), fc.array(op, { maxLength: 40 }), (pageCount, ops) => {
+        const bitmap = PageBitmap.create(pageCount);
+        const model: boolean[] = Array(pageCount).fill(false);
+        for (const o of ops) {
+          if (o.kind === 'setAll' || o.kind === 'clearAll') {
+            bitmap[o.kind]();
+            model.fill(o.kind === 'setAll');
+            continue;
+          }
+          const first = o.at % pageCount;
+          if (o.kind === 'set' || o.kind === 'clear') {
+            bitmap[o.kind](first);
+            model[first] = o.kind === 'set';
+            continue;
+          }
+          const count = Math.min(o.length, pageCount - first);
+          bitmap[o.kind](first, count);
+          model.fill(o.kind === 'setRange', first, first + count);
+        }
+        assertMatchesModel(bitmap, model);
+      }),
+    );
+  });
+});
+
+function assertMatchesModel(bitmap: PageBitmap, model: boolean[]): void {
+  const n = model.length;
+  assert.deepEqual(
+    model.map((_, page) => bitmap.get(page)),
+    model,
+  );
+  assert.equal(bitmap.count(), model.filter(Boolean).length);
+  for (let from = 0; from <= n; from++) {
+    assert.equal(bitmap.nextSet(from), firstIndex(model, from, n, true), `nextSet(${from})`);
+    assert.equal(bitmap.nextClear(from), firstIndex(model, from, n, false), `nextClear(${from})`);
+  }
+  for (let first = 0; first < n; first += 7) {
+    for (const count of [0, 1, 2, 31, 32, 33, 64, 100, n - first]) {
+      if (first + count > n) continue;
+      const slice = model.slice(first, first + count);
+      assert.equal(bitmap.countRange(first, count), slice.filter(Boolean).length);
+      assert.equal(bitmap.allSet(first, count), slice.every(Boolean), `allSet(${first}, ${count})`);
+      assert.equal(bitmap.firstClear(first, count), firstIndex(model, first, first + count, false));
+    }
+  }
+}
+
+function firstIndex(model: boolean[], from: number, end: number, value: boolean): number {
+  for (let page = from; page < end; page++) if (model[page] === value) return page;
+  return -1;
+}
