@@ -30,6 +30,7 @@ export function renderReport(report: MigrationReport): string {
     ['verified', report.verified ? 'yes (destination digest equals source digest)' : 'NO'],
   ];
   const phases = Object.entries(report.phases)
+    .sort(([, a], [, b]) => a - b)
     .map(([name, t]) => `${name} +${t.toFixed(1)}`)
     .join('  ');
   rows.push(['phases (ms)', phases]);

@@ -1,25 +1,26 @@
-import {
-  createHash,
-  createHmac,
-  createPublicKey,
-  diffieHellman,
-  generateKeyPairSync,
-  hkdfSync,
-  type KeyObject,
-  randomBytes,
-  timingSafeEqual,
-} from 'node:crypto';
-import { z } from 'zod';
-import {
-  type Evidence,
-  encodeEvidence,
-  evidenceSchema,
-  type TeeBackend,
-  type VerifiedEvidence,
-} from '../tee/backend.js';
+import { type Evidence, encodeEvidence, type TeeBackend, type VerifiedEvidence } from '../tee/backend.js';
 import { errorMessage } from '../util/errors.js';
-import { encodeHeader, type Frame, FrameType } from '../wire/frame.js';
+import { FrameType } from '../wire/frame.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
+import { HandshakeError } from './handshake-error.js';
+import {
+  destinationConfirmSchema,
+  HandshakeChannel,
+  helloReplySchema,
+  helloSchema,
+  sourceConfirmSchema,
+  VERSION,
+} from './handshake-messages.js';
+import {
+  checkConfirmation,
+  confirmationMac,
+  deriveKeys,
+  newEphemeral,
+  type Role,
+  reportDataFor,
+  sharedSecret,
+  transcriptHash,
+} from './key-schedule.js';
 
 /**
  * The handshake between the source and the destination enclave (DESIGN.md §4, step 2).
@@ -44,16 +45,19 @@ import type { FramedSocket } from '../wire/framed-socket.js';
  *   E_D.reportData = SHA-256("constmig/v1/report/destination\0" || th2) || 32 zero bytes
  *
  * so each evidence binds both ephemeral keys and both nonces (E_D also binds E_S). Keys come from
- * HKDF-SHA256(ikm = X25519(eph_S, eph_D), salt = th3) with one info label each; the MACs are
- * mac_X = HMAC-SHA256(confirm key of X, th3). A party that relays with its own X25519 keys cannot make
- * the evidence match both sides' transcripts; replayed evidence binds an old transcript.
+ * HKDF-SHA256(ikm = X25519(eph_S, eph_D), salt = th3), 32 bytes for each info label
+ * "constmig/v1/migration-id", ".../key/source-to-destination", ".../key/destination-to-source",
+ * ".../confirm/source" and ".../confirm/destination"; the MACs are mac_X = HMAC-SHA256(confirm key
+ * of X, th3). A party that relays with its own X25519 keys cannot make the evidence match both sides'
+ * transcripts; replayed evidence binds an old transcript.
+ *
+ * Limit: platform trust roots are not there yet (TeeBackend.verify accepts any well-formed evidence
+ * signed by the platform key it names), so whoever holds a sim platform key can produce evidence for
+ * any measurement. acceptPeer receives the peer's platform key so that policy can pin it.
  */
 
-export class HandshakeError extends Error {
-  override name = 'HandshakeError';
-}
-
-export type Role = 'source' | 'destination';
+export { HandshakeError } from './handshake-error.js';
+export type { Role } from './key-schedule.js';
 
 export interface SessionKeys {
   role: Role;
@@ -73,190 +77,11 @@ export interface HandshakeOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-/** Handshake messages are a few hundred bytes; anything much larger is not one. */
-const MAX_MESSAGE_BYTES = 8 * 1024;
-const VERSION = 1;
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-
-const base64Bytes = (length: number) =>
-  z
-    .string()
-    .length(Math.ceil(length / 3) * 4)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
-    .transform((text, ctx) => {
-      const bytes = Buffer.from(text, 'base64');
-      if (bytes.length !== length || bytes.toString('base64') !== text) {
-        ctx.addIssue({ code: 'custom', message: `expected ${length} bytes of canonical base64` });
-        return z.NEVER;
-      }
-      return bytes;
-    });
-
-const helloSchema = z.strictObject({ v: z.literal(VERSION), pub: base64Bytes(32), nonce: base64Bytes(32) });
-const helloReplySchema = helloSchema.extend({ evidence: evidenceSchema });
-const destinationConfirmSchema = z.strictObject({
-  v: z.literal(VERSION),
-  evidence: evidenceSchema,
-  mac: base64Bytes(32),
-});
-const sourceConfirmSchema = z.strictObject({ v: z.literal(VERSION), mac: base64Bytes(32) });
-
-function sha256(...parts: Uint8Array[]): Buffer {
-  const hash = createHash('sha256');
-  for (const part of parts) hash.update(part);
-  return hash.digest();
-}
-
-const label = (text: string): Buffer => Buffer.from(`constmig/v1/${text}\0`, 'utf8');
-
-function reportDataFor(role: Role, transcriptHash: Buffer): Buffer {
-  return Buffer.concat([sha256(label(`report/${role}`), transcriptHash), Buffer.alloc(32)]);
-}
 
 function defaultAcceptPeer(peer: VerifiedEvidence, own: TeeBackend): void {
   if (peer.measurement !== own.measurement) {
     throw new HandshakeError(`peer measurement ${peer.measurement} differs from ours ${own.measurement}`);
   }
-}
-
-interface Ephemeral {
-  privateKey: KeyObject;
-  pub: Buffer;
-  nonce: Buffer;
-}
-
-function newEphemeral(): Ephemeral {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const spki = publicKey.export({ format: 'der', type: 'spki' });
-  return { privateKey, pub: spki.subarray(X25519_SPKI_PREFIX.length), nonce: randomBytes(32) };
-}
-
-function sharedSecret(own: Ephemeral, peerPub: Buffer): Buffer {
-  try {
-    const publicKey = createPublicKey({
-      key: Buffer.concat([X25519_SPKI_PREFIX, peerPub]),
-      format: 'der',
-      type: 'spki',
-    });
-    return diffieHellman({ privateKey: own.privateKey, publicKey });
-  } catch {
-    // OpenSSL refuses low-order points, whose shared secret would be all zeros.
-    throw new HandshakeError('peer X25519 public key is unusable');
-  }
-}
-
-interface DerivedKeys {
-  migrationId: Buffer;
-  sourceToDestination: Buffer;
-  destinationToSource: Buffer;
-  sourceConfirm: Buffer;
-  destinationConfirm: Buffer;
-}
-
-function deriveKeys(secret: Buffer, th3: Buffer): DerivedKeys {
-  const expand = (info: string): Buffer =>
-    Buffer.from(hkdfSync('sha256', secret, th3, `constmig/v1/${info}`, 32));
-  const keys = {
-    migrationId: expand('migration-id'),
-    sourceToDestination: expand('key/source-to-destination'),
-    destinationToSource: expand('key/destination-to-source'),
-    sourceConfirm: expand('confirm/source'),
-    destinationConfirm: expand('confirm/destination'),
-  };
-  secret.fill(0);
-  return keys;
-}
-
-const mac = (key: Buffer, th3: Buffer): Buffer => createHmac('sha256', key).update(th3).digest();
-
-function checkMac(received: Buffer, key: Buffer, th3: Buffer, who: Role): void {
-  if (!timingSafeEqual(received, mac(key, th3))) {
-    throw new HandshakeError(`${who} key confirmation failed (the peer derived different keys)`);
-  }
-}
-
-/** Talks to the channel with one deadline for the whole handshake. */
-class HandshakeChannel {
-  private readonly deadline = new AbortController();
-  private readonly timer: NodeJS.Timeout;
-
-  constructor(
-    private readonly channel: FramedSocket,
-    timeoutMs: number,
-  ) {
-    this.timer = setTimeout(
-      () => this.deadline.abort(new HandshakeError(`handshake timed out after ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    this.timer.unref();
-  }
-
-  send(type: FrameType, message: object): Promise<void> {
-    const body = Buffer.from(JSON.stringify(message), 'utf8');
-    const header = encodeHeader({
-      bodyLength: body.length,
-      type,
-      sealed: false,
-      epoch: 0,
-      pageCount: 0,
-      firstPage: 0,
-      seq: 0,
-    });
-    return this.withDeadline(this.channel.send([header, body]));
-  }
-
-  async receive<T>(type: FrameType, schema: z.ZodType<T>): Promise<T> {
-    const frame = await this.channel.next(this.deadline.signal);
-    return parseMessage(frame, type, schema);
-  }
-
-  done(): void {
-    clearTimeout(this.timer);
-  }
-
-  private withDeadline<T>(work: Promise<T>): Promise<T> {
-    const signal = this.deadline.signal;
-    if (signal.aborted) return Promise.reject(signal.reason);
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      work.then(
-        (value) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(value);
-        },
-        (err: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(err);
-        },
-      );
-    });
-  }
-}
-
-function parseMessage<T>(frame: Frame, type: FrameType, schema: z.ZodType<T>): T {
-  const name = FrameType[type];
-  if (frame.header.type !== type || frame.header.sealed) {
-    const got = `${frame.header.sealed ? 'sealed ' : ''}${FrameType[frame.header.type]}`;
-    throw new HandshakeError(`expected a plaintext ${name} frame, got ${got}`);
-  }
-  if (frame.bodyLength > MAX_MESSAGE_BYTES) {
-    throw new HandshakeError(`${name} message of ${frame.bodyLength} B exceeds ${MAX_MESSAGE_BYTES} B`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.concat(frame.body).toString('utf8'));
-  } catch {
-    throw new HandshakeError(`${name} message is not JSON`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new HandshakeError(
-      `malformed ${name} message: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
-    );
-  }
-  return parsed.data;
 }
 
 function verifyPeer(
@@ -289,20 +114,21 @@ async function runDestination(opts: HandshakeOptions, io: HandshakeChannel): Pro
   });
 
   const reply = await io.receive(FrameType.HelloReply, helloReplySchema);
-  const th1 = sha256(label('th1'), own.pub, own.nonce, reply.pub, reply.nonce);
+  const secret = sharedSecret(own, reply.pub);
+  const th1 = transcriptHash('th1', own.pub, own.nonce, reply.pub, reply.nonce);
   const peer = verifyPeer(opts, reply.evidence, 'source', th1);
-  const th2 = sha256(label('th2'), th1, encodeEvidence(reply.evidence));
+  const th2 = transcriptHash('th2', th1, encodeEvidence(reply.evidence));
   const evidence = opts.tee.report(reportDataFor('destination', th2));
-  const th3 = sha256(label('th3'), th2, encodeEvidence(evidence));
-  const keys = deriveKeys(sharedSecret(own, reply.pub), th3);
+  const th3 = transcriptHash('th3', th2, encodeEvidence(evidence));
+  const keys = deriveKeys(secret, th3);
   await io.send(FrameType.Confirm, {
     v: VERSION,
     evidence,
-    mac: mac(keys.destinationConfirm, th3).toString('base64'),
+    mac: confirmationMac(keys.destinationConfirm, th3).toString('base64'),
   });
 
   const confirm = await io.receive(FrameType.Confirm, sourceConfirmSchema);
-  checkMac(confirm.mac, keys.sourceConfirm, th3, 'source');
+  checkConfirmation(confirm.mac, keys.sourceConfirm, th3, 'source');
   return {
     role: 'destination',
     migrationId: keys.migrationId,
@@ -315,7 +141,8 @@ async function runDestination(opts: HandshakeOptions, io: HandshakeChannel): Pro
 async function runSource(opts: HandshakeOptions, io: HandshakeChannel): Promise<SessionKeys> {
   const hello = await io.receive(FrameType.Hello, helloSchema);
   const own = newEphemeral();
-  const th1 = sha256(label('th1'), hello.pub, hello.nonce, own.pub, own.nonce);
+  const secret = sharedSecret(own, hello.pub);
+  const th1 = transcriptHash('th1', hello.pub, hello.nonce, own.pub, own.nonce);
   const evidence = opts.tee.report(reportDataFor('source', th1));
   await io.send(FrameType.HelloReply, {
     v: VERSION,
@@ -325,12 +152,15 @@ async function runSource(opts: HandshakeOptions, io: HandshakeChannel): Promise<
   });
 
   const confirm = await io.receive(FrameType.Confirm, destinationConfirmSchema);
-  const th2 = sha256(label('th2'), th1, encodeEvidence(evidence));
+  const th2 = transcriptHash('th2', th1, encodeEvidence(evidence));
   const peer = verifyPeer(opts, confirm.evidence, 'destination', th2);
-  const th3 = sha256(label('th3'), th2, encodeEvidence(confirm.evidence));
-  const keys = deriveKeys(sharedSecret(own, hello.pub), th3);
-  checkMac(confirm.mac, keys.destinationConfirm, th3, 'destination');
-  await io.send(FrameType.Confirm, { v: VERSION, mac: mac(keys.sourceConfirm, th3).toString('base64') });
+  const th3 = transcriptHash('th3', th2, encodeEvidence(confirm.evidence));
+  const keys = deriveKeys(secret, th3);
+  checkConfirmation(confirm.mac, keys.destinationConfirm, th3, 'destination');
+  await io.send(FrameType.Confirm, {
+    v: VERSION,
+    mac: confirmationMac(keys.sourceConfirm, th3).toString('base64'),
+  });
   return {
     role: 'source',
     migrationId: keys.migrationId,

@@ -23,9 +23,10 @@ export { HeapCorruptionError, HeapFormatError, HeapFullError } from './errors.js
 export const MAX_ALLOCATION_BYTES = 256 * 2 ** 20;
 
 /**
- * A free chunk carries this mark (mixed with its address) at offset 8, next to the free-list link at
- * offset 0. Finding it on free means a double free; missing it on allocation means the chunk was
- * written after it was freed. Best effort: live data that happens to equal the mark is misread.
+ * A free chunk carries this mark at offset 8, next to the free-list link at offset 0. Finding it on
+ * free means a double free; missing it on allocation means the chunk was written after it was freed.
+ * The mark is mixed with the chunk address so that a live chunk holding a copy of a freed chunk's bytes
+ * is not taken for free. Best effort: live data that happens to equal the mark is misread.
  */
 const FREE_MARK = 0x5afe_f4ee;
 
@@ -141,8 +142,8 @@ export class HeapAllocator {
     }
     const pages = entry & PageEntry.payloadMask;
     this.setPageEntry(page, 0);
+    this.claimBitmapWords(page, pages);
     this.allocated.clearRange(page, pages);
-    this.bitmapWritten(page, pages);
     this.heap.writeU64(Header.allocatedPages, this.heap.readU64(Header.allocatedPages) - pages);
     this.addLiveBytes(-pages * PAGE_SIZE);
     if (page < this.heap.readU64(Header.runHint)) this.heap.writeU64(Header.runHint, page);
@@ -257,7 +258,8 @@ export class HeapAllocator {
     const heap = this.heap;
     const allocated = this.allocated;
     const hint = heap.readU64(Header.runHint);
-    let first = allocated.nextClear(hint);
+    const lowestFree = allocated.nextClear(hint);
+    let first = lowestFree;
     while (first !== -1) {
       const segmentEnd = heap.segmentEndPage(first);
       if (first + pages > segmentEnd) {
@@ -274,10 +276,12 @@ export class HeapAllocator {
         `heap full: cannot allocate ${requestBytes} bytes (${inUse} of ${this.layout.pageCount} pages in use)`,
       );
     }
+    this.claimBitmapWords(first, pages);
     allocated.setRange(first, pages);
-    this.bitmapWritten(first, pages);
     heap.writeU64(Header.allocatedPages, inUse + pages);
-    if (first === hint) heap.writeU64(Header.runHint, first + pages);
+    // Keep the hint at the lowest free page as far as this search knows, so the next one skips less.
+    const nextHint = first === lowestFree ? first + pages : lowestFree;
+    if (nextHint !== hint) heap.writeU64(Header.runHint, nextHint);
     return first;
   }
 
@@ -285,8 +289,11 @@ export class HeapAllocator {
     this.heap.writeU32(this.layout.pageTableAddr + page * 4, entry);
   }
 
-  /** The bitmap is changed through its own view; this present-checks and dirties the words it touched. */
-  private bitmapWritten(first: number, pages: number): void {
+  /**
+   * The bitmap is changed through its own view, not the heap accessors: present-check and dirty the
+   * words that cover these pages before they change.
+   */
+  private claimBitmapWords(first: number, pages: number): void {
     const firstWordAddr = this.layout.bitmapAddr + (first >>> 5) * 4;
     const endWordAddr = this.layout.bitmapAddr + (((first + pages - 1) >>> 5) + 1) * 4;
     this.heap.mutableBytes(firstWordAddr, endWordAddr - firstWordAddr);

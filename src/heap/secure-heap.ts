@@ -39,6 +39,7 @@ export class SecureHeap {
   /** Called with the touched page range when an access finds a page missing; must make it present. */
   onMiss: MissHandler | null = null;
 
+  /** The bitmaps' words, held directly: one load fewer on every access. */
   private readonly presentWords: Uint32Array;
   private readonly dirtyWords: Uint32Array;
   private readonly u32: readonly Uint32Array[];
@@ -205,24 +206,38 @@ export class SecureHeap {
    * It reads raw memory: no present check, no dirty marking.
    */
   digest(pages: PageBitmap, maxRunPages = Number.POSITIVE_INFINITY): Buffer {
-    if (pages.pageCount !== this.pageCount) {
-      throw new RangeError(`digest bitmap has ${pages.pageCount} pages, the heap ${this.pageCount}`);
-    }
-    if (!(maxRunPages >= 1)) throw new RangeError(`invalid run length ${maxRunPages}`);
     const hash = createHash('sha256');
     const prefix = Buffer.alloc(16);
+    for (const { first, count } of this.runs(pages, maxRunPages)) {
+      prefix.writeBigUInt64LE(BigInt(first), 0);
+      prefix.writeBigUInt64LE(BigInt(count), 8);
+      hash.update(prefix);
+      hash.update(this.rawPages(first, count));
+    }
+    return hash.digest();
+  }
+
+  /**
+   * The maximal runs of pages set in `pages`, in increasing order, cut at every segment end and after
+   * `maxRunPages` pages: each run is one contiguous view (`rawPages`). The migration agent sends
+   * exactly these runs as its extents.
+   */
+  *runs(
+    pages: PageBitmap,
+    maxRunPages = Number.POSITIVE_INFINITY,
+  ): Generator<{ first: number; count: number }> {
+    if (pages.pageCount !== this.pageCount) {
+      throw new RangeError(`bitmap has ${pages.pageCount} pages, the heap ${this.pageCount}`);
+    }
+    if (!(maxRunPages >= 1)) throw new RangeError(`invalid run length ${maxRunPages}`);
     let page = pages.nextSet(0);
     while (page !== -1) {
       const clear = pages.nextClear(page);
       const runEnd = clear === -1 ? this.pageCount : clear;
       const end = Math.min(runEnd, this.segmentEndPage(page), page + maxRunPages);
-      prefix.writeBigUInt64LE(BigInt(page), 0);
-      prefix.writeBigUInt64LE(BigInt(end - page), 8);
-      hash.update(prefix);
-      hash.update(this.rawPages(page, end - page));
+      yield { first: page, count: end - page };
       page = end < runEnd ? end : pages.nextSet(end);
     }
-    return hash.digest();
   }
 
   /**

@@ -2,7 +2,8 @@ import type net from 'node:net';
 import type { EnclaveApp } from '../apps/app.js';
 import { handshake } from '../crypto/handshake.js';
 import { Opener, Sealer } from '../crypto/seal.js';
-import { PAGE_SIZE } from '../heap/constants.js';
+import { PAGE_SIZE, SEGMENT_PAGES } from '../heap/constants.js';
+import { bitmapWords, PageBitmap } from '../heap/page-bitmap.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import { monotonicMs } from '../util/clock.js';
@@ -11,6 +12,7 @@ import { FrameType } from '../wire/frame.js';
 import { FramedSocket } from '../wire/framed-socket.js';
 import { ContentDigest } from './content-digest.js';
 import { openControl, ProtocolError, sendControl } from './control-channel.js';
+import { extentsOf } from './extents.js';
 import type { ControlOf } from './messages.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 
@@ -31,6 +33,21 @@ export type DestinationOutcome =
   | { kind: 'resumed'; resumedAtMs: number; pagesInstalled: number; commitDelivered: boolean }
   | { kind: 'aborted'; message: string };
 
+/**
+ * After sending an abort, keep reading (and dropping) what the source still sends until it closes:
+ * closing with unread data would reset the connection, and a reset can destroy the abort in flight.
+ */
+const ABORT_LINGER_MS = 5000;
+
+async function discardUntilClosed(channel: FramedSocket, timeoutMs: number): Promise<void> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    for (;;) await channel.next(signal);
+  } catch {
+    // closed by the source, or the linger time is over
+  }
+}
+
 /** Upper bound on pages in one frame; a larger claim is a protocol violation, not an allocation. */
 const MAX_FRAME_PAGES = 4096;
 
@@ -43,6 +60,11 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
     const keys = await handshake({ role: 'destination', channel, tee: deps.tee });
     sealer = new Sealer(keys.sendKey, keys.migrationId);
     const opener = new Opener(keys.recvKey, keys.migrationId);
+
+    const prefault = openControl(await channel.next(), opener);
+    if (prefault.t !== 'prefault') throw new ProtocolError(`expected PREFAULT, got '${prefault.t}'`);
+    const pages = prefaultPages(heap, Buffer.from(prefault.allocated, 'base64'));
+    await sendControl(channel, sealer, { t: 'prefaulted', pages });
 
     const begin = openControl(await channel.next(), opener);
     if (begin.t !== 'begin') throw new ProtocolError(`expected BEGIN, got '${begin.t}'`);
@@ -113,10 +135,32 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
     const message = errorMessage(err);
     if (sealer) {
       await sendControl(channel, sealer, { t: 'abort', reason: message.slice(0, 500) }).catch(() => {});
+      await discardUntilClosed(channel, ABORT_LINGER_MS);
     }
     channel.destroy();
     return { kind: 'aborted', message };
   }
+}
+
+/**
+ * Writes one byte into each page the source announced, so the kernel backs them now rather than
+ * during the blackout. The pages are not present: nothing reads them until they are installed.
+ */
+function prefaultPages(heap: SecureHeap, bitmapBytes: Buffer): number {
+  if (bitmapBytes.length !== bitmapWords(heap.pageCount) * 4) {
+    throw new ProtocolError(
+      `prefault bitmap of ${bitmapBytes.length} B does not fit ${heap.pageCount} pages`,
+    );
+  }
+  const words = new Uint32Array(bitmapWords(heap.pageCount));
+  new Uint8Array(words.buffer).set(bitmapBytes);
+  let pages = 0;
+  for (const { first, count } of extentsOf(new PageBitmap(words, heap.pageCount), heap, SEGMENT_PAGES)) {
+    const view = heap.rawPages(first, count);
+    for (let offset = 0; offset < view.length; offset += PAGE_SIZE) view[offset] = 0;
+    pages += count;
+  }
+  return pages;
 }
 
 function checkPageFrame(heap: SecureHeap, first: number, count: number, bodyLength: number): void {

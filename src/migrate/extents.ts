@@ -13,17 +13,10 @@ export interface Extent {
   count: number;
 }
 
-export function* extentsOf(
+export function extentsOf(
   pages: PageBitmap,
   heap: SecureHeap,
   maxPages = DEFAULT_EXTENT_PAGES,
-): Generator<Extent> {
-  let page = pages.nextSet(0);
-  while (page !== -1) {
-    const clear = pages.nextClear(page);
-    const runEnd = clear === -1 ? pages.pageCount : clear;
-    const end = Math.min(runEnd, heap.segmentEndPage(page), page + maxPages);
-    yield { first: page, count: end - page };
-    page = end < runEnd ? end : pages.nextSet(end);
-  }
+): Iterable<Extent> {
+  return heap.runs(pages, maxPages);
 }

@@ -4,6 +4,7 @@ import type { MigrationMode } from './modes.js';
 export interface PhaseTimes {
   prepare: number;
   handshake: number;
+  prefaulted: number;
   blackout: number;
   transferDone: number;
   startSent: number;

@@ -15,6 +15,7 @@ import { encodePreamble } from '../wire/preamble.js';
 import { ContentDigest } from './content-digest.js';
 import { ProtocolError, receiveControl, sendControl } from './control-channel.js';
 import { extentsOf } from './extents.js';
+import type { ControlMessage } from './messages.js';
 import type { MigrationMode } from './modes.js';
 import { ProgressTicker } from './progress.js';
 import type { MigrationReport, PhaseTimes } from './report.js';
@@ -90,6 +91,7 @@ export async function migrateOut(
   let phase: SourcePhase = 'connecting';
   let paused = false;
   let socket: net.Socket | undefined;
+  let answer: PendingAnswer | undefined;
   try {
     socket = await connect(req.dataHost, req.dataPort);
     socket.write(encodePreamble(req.ticket));
@@ -101,6 +103,14 @@ export async function migrateOut(
     const keys = await handshake({ role: 'source', channel, tee: deps.tee });
     const sealer = new Sealer(keys.sendKey, keys.migrationId);
     const opener = new Opener(keys.recvKey, keys.migrationId);
+
+    const { words } = deps.allocator.allocated;
+    const bitmap = Buffer.from(words.buffer, words.byteOffset, words.byteLength).toString('base64');
+    await sendControl(channel, sealer, { t: 'prefault', allocated: bitmap });
+    const prefaulted = await receiveControl(channel, opener);
+    if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
+    if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
+    mark('prefaulted');
 
     phase = 'blackout';
     deps.app.pause();
@@ -118,6 +128,9 @@ export async function migrateOut(
       verify: req.verify,
     });
 
+    // The destination may refuse at any moment (a page failed to verify): watch for its answer while
+    // sending, so an abort stops the transfer with its reason instead of a broken pipe.
+    answer = new PendingAnswer(receiveControl(channel, opener));
     const digest = req.verify ? new ContentDigest() : null;
     let pagesSent = 0;
     let framesSent = 0;
@@ -125,6 +138,7 @@ export async function migrateOut(
       const pages = deps.heap.rawPages(first, count);
       digest?.update(first, count, pages);
       await channel.send(sealer.seal({ type: FrameType.Pages, firstPage: first, pageCount: count }, pages));
+      answer.throwIfAnswered();
       pagesSent += count;
       framesSent++;
       ticker.report('transfer', pagesSent * PAGE_SIZE, bytesTotal);
@@ -144,7 +158,7 @@ export async function migrateOut(
     phase = 'awaiting-commit';
     mark('startSent');
 
-    const reply = await receiveControl(channel, opener);
+    const reply = await answer.promise;
     if (reply.t === 'abort') throw new DestinationAbort(reply.reason);
     if (reply.t !== 'commit') throw new ProtocolError(`expected COMMIT, got '${reply.t}'`);
     mark('committed');
@@ -181,8 +195,8 @@ export async function migrateOut(
     await selfDestroy(deps);
     return { kind: 'committed', report };
   } catch (err) {
-    const message = errorMessage(err);
-    if (phase !== 'awaiting-commit' || err instanceof DestinationAbort) {
+    const message = errorMessage(answer?.abortReason() ?? err);
+    if (phase !== 'awaiting-commit' || answer?.abortReason()) {
       if (paused) deps.app.serve();
       return { kind: 'aborted', message };
     }
@@ -197,6 +211,35 @@ class DestinationAbort extends Error {
   override name = 'DestinationAbort';
   constructor(reason: string) {
     super(`destination aborted: ${reason}`);
+  }
+}
+
+/** The destination's one answer after the transfer began: COMMIT, or an abort (possibly early). */
+class PendingAnswer {
+  private settled: ControlMessage | Error | null = null;
+
+  constructor(readonly promise: Promise<ControlMessage>) {
+    promise.then(
+      (message) => {
+        this.settled = message;
+      },
+      (err: unknown) => {
+        this.settled = err instanceof Error ? err : new Error(String(err));
+      },
+    );
+  }
+
+  /** Called between extents: the destination answered before the transfer ended, so it refused. */
+  throwIfAnswered(): void {
+    if (this.settled === null) return;
+    throw this.abortReason() ?? new ProtocolError('destination answered before the transfer ended');
+  }
+
+  abortReason(): DestinationAbort | null {
+    const settled = this.settled;
+    return settled !== null && !(settled instanceof Error) && settled.t === 'abort'
+      ? new DestinationAbort(settled.reason)
+      : null;
   }
 }
 

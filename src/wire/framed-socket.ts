@@ -116,6 +116,8 @@ export class FramedSocket {
   /** Ends our direction after everything written so far was handed to the OS. */
   end(): Promise<void> {
     if (this.socket.writableFinished) return Promise.resolve();
+    if (this.socket.destroyed)
+      return Promise.reject(this.closedError('channel closed before its end was flushed'));
     return new Promise<void>((resolve, reject) => {
       const onFinish = (): void => {
         this.socket.off('close', onClose);
@@ -123,7 +125,7 @@ export class FramedSocket {
       };
       const onClose = (): void => {
         this.socket.off('finish', onFinish);
-        reject(this.closed ?? new ChannelClosedError('channel closed before its end was flushed'));
+        reject(this.closedError('channel closed before its end was flushed'));
       };
       this.socket.once('finish', onFinish);
       this.socket.once('close', onClose);
@@ -137,8 +139,9 @@ export class FramedSocket {
   }
 
   private assertWritable(): void {
-    if (this.socket.destroyed || !this.socket.writable)
+    if (this.socket.destroyed || !this.socket.writable) {
       throw this.closedError('cannot send on a closed channel');
+    }
   }
 
   private onData(chunk: Buffer): void {

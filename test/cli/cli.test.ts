@@ -4,6 +4,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePortOnBoth, LocalCluster } from '../../src/bench/local-cluster.js';
+import { unusedPort } from '../helpers/ports.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -125,9 +126,10 @@ describe('constmig CLI against real host daemons', () => {
       await cli(['run', 'nosuchapp', '--host', src, '--heap', '8MiB', '--port', '7000'], env),
       /unknown application/,
     );
+    const nobody = await unusedPort();
     assertOneLineError(
-      await cli(['ps', '--host', 'http://127.0.0.1:1'], env),
-      /cannot reach host http:\/\/127\.0\.0\.1:1: connection refused/,
+      await cli(['ps', '--host', `http://127.0.0.1:${nobody}`], env),
+      new RegExp(`cannot reach host http://127\\.0\\.0\\.1:${nobody}: connection refused`),
     );
     assertOneLineError(await cli(['stop', 'deadbeef', '--host', src], env), /no enclave with id 'deadbeef'/);
     assertOneLineError(

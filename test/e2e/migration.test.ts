@@ -11,6 +11,7 @@ import { MigrationProgressView } from '../../src/cli/migrate-progress.js';
 import { PAGE_SIZE } from '../../src/heap/constants.js';
 import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import { HostClient } from '../../src/host/client.js';
+import { unusedPort } from '../helpers/ports.js';
 import { Relay } from '../helpers/relay.js';
 import { RespClient } from '../helpers/resp.js';
 
@@ -140,9 +141,10 @@ describe('stop-and-copy migration between two host daemons', () => {
 
   test('an unreachable destination fails before anything stops', async () => {
     const info = await runKv(0);
+    const nobody = await unusedPort();
     await assert.rejects(
-      migrate(info.id, { to: 'http://127.0.0.1:1', mode: 'stop-and-copy', verify: true }),
-      /PREPARE on http:\/\/127\.0\.0\.1:1 failed: cannot reach host/,
+      migrate(info.id, { to: `http://127.0.0.1:${nobody}`, mode: 'stop-and-copy', verify: true }),
+      /PREPARE on http:\/\/127\.0\.0\.1:\d+ failed: cannot reach host .*connection refused/,
     );
     const [again] = await cluster.client(cluster.source).call<EnclaveInfo[]>('GET', '/v1/enclaves');
     assert.equal(again?.state, 'running');

@@ -82,6 +82,8 @@ describe('HeapAllocator basics', () => {
     assert.equal(allocator.stats().allocatedPages, pages);
     assert.equal(allocator.stats().liveBytes, 0);
     assert.equal(allocator.alloc(100), chunk);
+    allocator.free(chunk);
+    assert.equal(allocator.stats().liveBytes, 0, 'a reused chunk that was never written frees normally');
   });
 
   test('allocation writes only metadata pages and marks them dirty', () => {
@@ -112,7 +114,10 @@ describe('HeapAllocator exhaustion', () => {
 
     const chunks: number[] = [];
     for (let i = 0; i < 26; i++) chunks.push(allocator.alloc(2048));
-    assert.throws(() => allocator.alloc(2048), /heap full: cannot allocate 2048 bytes \(256 of 256 pages in use\)/);
+    assert.throws(
+      () => allocator.alloc(2048),
+      /heap full: cannot allocate 2048 bytes \(256 of 256 pages in use\)/,
+    );
     assert.throws(() => allocator.alloc(2 * PAGE_SIZE), HeapFullError);
 
     allocator.free(chunks[3]!);
@@ -132,7 +137,18 @@ describe('HeapAllocator misuse detection', () => {
 
   test('free of an address that is not the start of a live block', () => {
     const { allocator, chunk, run } = setup();
-    for (const addr of [0, 8, PAGE_SIZE, chunk + 8, chunk + 48 * 2, run + PAGE_SIZE, run + 16, MiB, -16, 0.5]) {
+    for (const addr of [
+      0,
+      8,
+      PAGE_SIZE,
+      chunk + 8,
+      chunk + 48 * 2,
+      run + PAGE_SIZE,
+      run + 16,
+      MiB,
+      -16,
+      0.5,
+    ]) {
       assert.throws(() => allocator.free(addr), HeapCorruptionError, `free(${addr})`);
     }
     assert.equal(allocator.stats().liveBytes, 48 + 3 * PAGE_SIZE, 'rejected frees change nothing');
@@ -146,6 +162,15 @@ describe('HeapAllocator misuse detection', () => {
     assert.throws(() => allocator.free(chunk), /already free/);
     assert.throws(() => allocator.usableSize(chunk), HeapCorruptionError);
     assert.throws(() => allocator.usableSize(run), HeapCorruptionError);
+  });
+
+  test('a live chunk holding the bytes of a freed chunk is not mistaken for a free one', () => {
+    const { heap, allocator, chunk } = setup();
+    const other = allocator.alloc(48);
+    allocator.free(chunk);
+    heap.write(other, heap.bytes(chunk, 48).slice());
+    allocator.free(other);
+    assert.equal(allocator.stats().liveBytes, 3 * PAGE_SIZE);
   });
 
   test('a write into a freed chunk is caught when the chunk is handed out again', () => {
@@ -188,9 +213,9 @@ describe('HeapAllocator segments', () => {
     fc.assert(
       fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
         const allocator = HeapAllocator.format(heap);
-        // Fill segment 0 up to 4 MiB before its end so that the operations straddle the boundary.
         const model = new Map<number, { id: number; size: number; usable: number }>();
-        let remaining = SEGMENT_BYTES - allocator.stats().metadataPages * PAGE_SIZE - 4 * MiB;
+        // Fill segment 0 up to 1 MiB before its end so that the operations straddle the boundary.
+        let remaining = SEGMENT_BYTES - allocator.stats().metadataPages * PAGE_SIZE - MiB;
         while (remaining > 0) {
           const fill = Math.min(remaining, MAX_ALLOCATION_BYTES);
           model.set(allocator.alloc(fill), { id: -1, size: 0, usable: fill });
@@ -236,10 +261,12 @@ describe('HeapAllocator segments', () => {
           liveBytes += block.usable;
           if (block.usable > 2048) runPages += block.usable / PAGE_SIZE;
           const next = blocks[i + 1];
-          if (next) assert.ok(addr + block.usable <= next[0], `block at ${addr} overlaps the one at ${next[0]}`);
+          if (next)
+            assert.ok(addr + block.usable <= next[0], `block at ${addr} overlaps the one at ${next[0]}`);
           const { first, count } = spannedPages(addr, block.usable);
           assert.ok(allocator.allocated.allSet(first, count), `block at ${addr} is marked allocated`);
-          if (block.id >= 0) assert.ok(heap.equals(addr, pattern(block.id, block.size)), `block ${block.id} intact`);
+          if (block.id >= 0)
+            assert.ok(heap.equals(addr, pattern(block.id, block.size)), `block ${block.id} intact`);
         }
         const stats = allocator.stats();
         assert.equal(stats.liveBytes, liveBytes);

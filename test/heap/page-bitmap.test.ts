@@ -51,6 +51,16 @@ describe('PageBitmap', () => {
     assert.equal(bitmap.words[1], 1);
   });
 
+  test('bits past pageCount in the last word are not pages, whatever they hold', () => {
+    const bitmap = new PageBitmap(Uint32Array.of(0xffffffe0), 5);
+    assert.equal(bitmap.nextSet(0), -1);
+    assert.equal(bitmap.nextClear(0), 0);
+    assert.equal(bitmap.count(), 0);
+    bitmap.setAll();
+    assert.equal(bitmap.nextClear(0), -1);
+    assert.ok(bitmap.allSet(0, 5));
+  });
+
   test('a bitmap over a view into other memory writes only inside its words', () => {
     const memory = new Uint32Array(8).fill(0xaaaaaaaa);
     const bitmap = new PageBitmap(memory.subarray(2, 5), 96);
@@ -72,37 +82,46 @@ describe('PageBitmap', () => {
 
   test('behaves like an array of booleans under any sequence of operations', () => {
     type Op =
-      | { kind: 'set' | 'clear'; at: number }
-      | { kind: 'setRange' | 'clearRange'; at: number; length: number }
-      | { kind: 'setAll' | 'clearAll' };
+      | { kind: 'bit'; set: boolean; at: number }
+      | { kind: 'range'; set: boolean; at: number; length: number }
+      | { kind: 'all'; set: boolean };
     const op: fc.Arbitrary<Op> = fc.oneof(
-      fc.record({ kind: fc.constantFrom('set' as const, 'clear' as const), at: fc.nat() }),
+      fc.record({ kind: fc.constant('bit' as const), set: fc.boolean(), at: fc.nat() }),
       fc.record({
-        kind: fc.constantFrom('setRange' as const, 'clearRange' as const),
+        kind: fc.constant('range' as const),
+        set: fc.boolean(),
         at: fc.nat(),
         length: fc.nat({ max: 150 }),
       }),
-      fc.record({ kind: fc.constantFrom('setAll' as const, 'clearAll' as const) }),
+      fc.record({ kind: fc.constant('all' as const), set: fc.boolean() }),
     );
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 300 }), fc.array(op, { maxLength: 40 }), (pageCount, ops) => {
         const bitmap = PageBitmap.create(pageCount);
         const model: boolean[] = Array(pageCount).fill(false);
         for (const o of ops) {
-          if (o.kind === 'setAll' || o.kind === 'clearAll') {
-            bitmap[o.kind]();
-            model.fill(o.kind === 'setAll');
-            continue;
+          switch (o.kind) {
+            case 'all':
+              if (o.set) bitmap.setAll();
+              else bitmap.clearAll();
+              model.fill(o.set);
+              break;
+            case 'bit': {
+              const page = o.at % pageCount;
+              if (o.set) bitmap.set(page);
+              else bitmap.clear(page);
+              model[page] = o.set;
+              break;
+            }
+            case 'range': {
+              const first = o.at % pageCount;
+              const count = Math.min(o.length, pageCount - first);
+              if (o.set) bitmap.setRange(first, count);
+              else bitmap.clearRange(first, count);
+              model.fill(o.set, first, first + count);
+              break;
+            }
           }
-          const first = o.at % pageCount;
-          if (o.kind === 'set' || o.kind === 'clear') {
-            bitmap[o.kind](first);
-            model[first] = o.kind === 'set';
-            continue;
-          }
-          const count = Math.min(o.length, pageCount - first);
-          bitmap[o.kind](first, count);
-          model.fill(o.kind === 'setRange', first, first + count);
         }
         assertMatchesModel(bitmap, model);
       }),

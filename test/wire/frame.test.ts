@@ -4,15 +4,21 @@ import fc from 'fast-check';
 import {
   decodeHeader,
   encodeHeader,
-  type FrameHeader,
   FrameError,
+  type FrameHeader,
   FrameReader,
   FrameType,
   HEADER_BYTES,
   MAX_BODY,
 } from '../../src/wire/frame.js';
 
-const frameTypes = [FrameType.Hello, FrameType.HelloReply, FrameType.Confirm, FrameType.Control, FrameType.Pages];
+const frameTypes = [
+  FrameType.Hello,
+  FrameType.HelloReply,
+  FrameType.Confirm,
+  FrameType.Control,
+  FrameType.Pages,
+];
 
 const headerArb = (maxBody = MAX_BODY): fc.Arbitrary<FrameHeader> =>
   fc.record({
@@ -106,9 +112,12 @@ interface WireFrame {
 }
 
 const wireFramesArb = fc.array(
-  fc
-    .tuple(headerArb(0), fc.uint8Array({ maxLength: 300 }))
-    .map(([header, body]): WireFrame => ({ header: { ...header, bodyLength: body.length }, body: Buffer.from(body) })),
+  fc.tuple(headerArb(0), fc.uint8Array({ maxLength: 300 })).map(
+    ([header, body]): WireFrame => ({
+      header: { ...header, bodyLength: body.length },
+      body: Buffer.from(body),
+    }),
+  ),
   { maxLength: 12 },
 );
 
@@ -127,36 +136,40 @@ function split(stream: Buffer, cuts: number[]): Buffer[] {
 describe('FrameReader', () => {
   test('yields the same frames whatever the chunk boundaries, with bodies as slices of the chunks', () => {
     fc.assert(
-      fc.property(wireFramesArb, fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 40 }), (frames, cuts) => {
-        const stream = Buffer.concat(frames.flatMap((f) => [encodeHeader(f.header), f.body]));
-        // Unpooled copies: each chunk owns its memory, so a body slice sharing it proves no copy was made.
-        const chunks = split(stream, cuts).map((chunk) => {
-          const own = Buffer.alloc(chunk.length);
-          chunk.copy(own);
-          return own;
-        });
-        const reader = new FrameReader();
-        const got = [];
-        for (const chunk of chunks) {
-          reader.push(chunk);
-          for (let frame = reader.next(); frame; frame = reader.next()) got.push(frame);
-        }
-        assert.equal(reader.bufferedBytes, 0);
-        assert.equal(got.length, frames.length);
-        got.forEach((frame, i) => {
-          const sent = frames[i]!;
-          assert.deepEqual(frame.header, sent.header);
-          assert.deepEqual(frame.headerBytes, encodeHeader(sent.header));
-          assert.equal(frame.bodyLength, sent.body.length);
-          assert.deepEqual(Buffer.concat(frame.body), sent.body);
-          for (const slice of frame.body) {
-            assert.ok(
-              chunks.some((chunk) => chunk.buffer === slice.buffer),
-              'body slice is a view of a received chunk',
-            );
+      fc.property(
+        wireFramesArb,
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 40 }),
+        (frames, cuts) => {
+          const stream = Buffer.concat(frames.flatMap((f) => [encodeHeader(f.header), f.body]));
+          // Unpooled copies: each chunk owns its memory, so a body slice sharing it proves no copy was made.
+          const chunks = split(stream, cuts).map((chunk) => {
+            const own = Buffer.alloc(chunk.length);
+            chunk.copy(own);
+            return own;
+          });
+          const reader = new FrameReader();
+          const got = [];
+          for (const chunk of chunks) {
+            reader.push(chunk);
+            for (let frame = reader.next(); frame; frame = reader.next()) got.push(frame);
           }
-        });
-      }),
+          assert.equal(reader.bufferedBytes, 0);
+          assert.equal(got.length, frames.length);
+          got.forEach((frame, i) => {
+            const sent = frames[i]!;
+            assert.deepEqual(frame.header, sent.header);
+            assert.deepEqual(frame.headerBytes, encodeHeader(sent.header));
+            assert.equal(frame.bodyLength, sent.body.length);
+            assert.deepEqual(Buffer.concat(frame.body), sent.body);
+            for (const slice of frame.body) {
+              assert.ok(
+                chunks.some((chunk) => chunk.buffer === slice.buffer),
+                'body slice is a view of a received chunk',
+              );
+            }
+          });
+        },
+      ),
     );
   });
 

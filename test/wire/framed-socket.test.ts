@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeHeader, type Frame, FrameError, FrameType } from '../../src/wire/frame.js';
 import { ChannelClosedError, FramedSocket } from '../../src/wire/framed-socket.js';
 import { tcpPair } from './tcp-pair.js';
@@ -23,7 +23,7 @@ function frameParts(body: Buffer, seq = 0, type = FrameType.Pages): Buffer[] {
 
 const bodyOf = (frame: Frame): Buffer => Buffer.concat(frame.body);
 
-describe('FramedSocket over loopback TCP', () => {
+describe('FramedSocket over loopback TCP', { timeout: 20_000 }, () => {
   test('carries many frames both ways, in order and intact', async () => {
     const { client, server, close } = await tcpPair();
     try {
@@ -81,6 +81,7 @@ describe('FramedSocket over loopback TCP', () => {
 
   test('back-pressure: a slow reader stalls the writer and bounds memory on both sides', async () => {
     const { client, server, close } = await tcpPair();
+    let sample: NodeJS.Timeout | undefined;
     try {
       const maxQueuedBytes = 2 * MiB;
       const frameBytes = MiB;
@@ -91,7 +92,7 @@ describe('FramedSocket over loopback TCP', () => {
 
       let maxWritable = 0;
       let sentFrames = 0;
-      const sample = setInterval(() => {
+      sample = setInterval(() => {
         maxWritable = Math.max(maxWritable, client.writableLength);
       }, 1);
       const sending = (async () => {
@@ -104,12 +105,14 @@ describe('FramedSocket over loopback TCP', () => {
 
       // Wait until the writer makes no progress: the reader has paused and the kernel buffers are full.
       let last = -1;
-      while (writer.bytesWritten !== last) {
+      while (writer.bytesWritten !== last || !server.isPaused()) {
         last = writer.bytesWritten;
         await sleep(150);
       }
-      assert.ok(sentFrames < frames, `writer stalled after ${sentFrames} of ${frames} frames`);
-      assert.ok(server.isPaused(), 'the reader paused its socket');
+      assert.ok(
+        sentFrames < frames,
+        `writer got ${sentFrames} of ${frames} frames out to a reader that reads nothing`,
+      );
       assert.ok(
         reader.bytesRead <= maxQueuedBytes + frameBytes + 32 + 256 * 1024,
         `reader holds ${reader.bytesRead} B unconsumed`,
@@ -121,11 +124,11 @@ describe('FramedSocket over loopback TCP', () => {
         assert.equal(frame.bodyLength, frameBytes);
       }
       await sending;
-      clearInterval(sample);
       assert.equal(sentFrames, frames);
       assert.ok(maxWritable > 0, 'the writer did buffer data');
       assert.ok(maxWritable <= 4 * MiB + frameBytes + 64, `writer buffered up to ${maxWritable} B`);
     } finally {
+      clearInterval(sample);
       close();
     }
   });
@@ -180,22 +183,25 @@ describe('FramedSocket over loopback TCP', () => {
       const b = new FramedSocket(server);
       const [header, body] = frameParts(Buffer.alloc(100));
       client.end(Buffer.concat([header!, body!.subarray(0, 50)]));
-      await assert.rejects(b.next(), (err: Error) => err instanceof ChannelClosedError && /middle of a frame/.test(err.message));
+      await assert.rejects(
+        b.next(),
+        (err: Error) => err instanceof ChannelClosedError && /middle of a frame/.test(err.message),
+      );
     } finally {
       close();
     }
   });
 
   test('local destroy rejects waiters and later sends', async () => {
-    const { client, server, close } = await tcpPair();
+    const { client, close } = await tcpPair();
     try {
       const a = new FramedSocket(client);
       const pending = a.next();
       a.destroy();
       await assert.rejects(pending, ChannelClosedError);
       await assert.rejects(a.send(frameParts(Buffer.alloc(1))), ChannelClosedError);
+      await assert.rejects(a.end(), ChannelClosedError);
       assert.ok(client.destroyed);
-      void server;
     } finally {
       close();
     }
