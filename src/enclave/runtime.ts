@@ -98,12 +98,14 @@ export class EnclaveRuntime {
   }
 
   private appContext(): AppContext {
-    const runtime = this;
+    const requireAllocator = (): HeapAllocator => {
+      if (!this.allocator) throw new Error('the heap has not been formatted or restored yet');
+      return this.allocator;
+    };
     return {
       heap: this.heap,
       get allocator(): HeapAllocator {
-        if (!runtime.allocator) throw new Error('the heap has not been formatted or restored yet');
-        return runtime.allocator;
+        return requireAllocator();
       },
       bindAddress: this.config.bindAddress,
       port: this.config.port,

@@ -219,9 +219,11 @@ export class HeapAllocator {
    */
   private liveBlockEntry(addr: number, action: string): number {
     const heap = this.heap;
-    if (
-      !(Number.isInteger(addr) && addr >= this.layout.metadataPages * PAGE_SIZE && addr < heap.byteLength)
-    ) {
+    if (!(
+      Number.isInteger(addr) &&
+      addr >= this.layout.metadataPages * PAGE_SIZE &&
+      addr < heap.byteLength
+    )) {
       throw new HeapCorruptionError(`${action} of ${addr}: not an address of a heap block`);
     }
     const page = Math.floor(addr / PAGE_SIZE);

@@ -263,9 +263,12 @@ export class SecureHeap {
     // Integer arithmetic on the offset in the page: `addr % size` on a double costs an fmod call.
     const page = (addr / PAGE_SIZE) >>> 0;
     const inPage = addr - page * PAGE_SIZE;
-    if (
-      !(addr >= 0 && addr <= this.byteLength - size && (inPage | 0) === inPage && (inPage & (size - 1)) === 0)
-    ) {
+    if (!(
+      addr >= 0 &&
+      addr <= this.byteLength - size &&
+      (inPage | 0) === inPage &&
+      (inPage & (size - 1)) === 0
+    )) {
       throw new RangeError(`invalid ${size}-byte access at ${addr} (heap of ${this.byteLength} B)`);
     }
     return page;
@@ -273,15 +276,13 @@ export class SecureHeap {
 
   /** Validates a byte range that stays inside one segment and returns a view of it. */
   private rangeView(addr: number, len: number): Uint8Array {
-    if (
-      !(
-        Number.isInteger(addr) &&
-        Number.isInteger(len) &&
-        addr >= 0 &&
-        len >= 0 &&
-        addr + len <= this.byteLength
-      )
-    ) {
+    if (!(
+      Number.isInteger(addr) &&
+      Number.isInteger(len) &&
+      addr >= 0 &&
+      len >= 0 &&
+      addr + len <= this.byteLength
+    )) {
       throw new RangeError(`invalid byte range ${addr}+${len} (heap of ${this.byteLength} B)`);
     }
     const segment = Math.floor(addr / SEGMENT_BYTES);

@@ -44,12 +44,7 @@ export type MigrateRequest = z.input<typeof migrateRequest>;
 export const enclaveIdParam = enclaveId;
 
 export type EnclaveState =
-  | 'starting'
-  | 'running'
-  | 'incoming'
-  | 'migrating-in'
-  | 'migrating-out'
-  | 'in-doubt';
+  'starting' | 'running' | 'incoming' | 'migrating-in' | 'migrating-out' | 'in-doubt';
 
 export interface EnclaveInfo {
   id: string;

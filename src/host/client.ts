@@ -58,7 +58,9 @@ export class HostClient {
       let message = text;
       try {
         message = (JSON.parse(text) as { error?: string }).error ?? text;
-      } catch {}
+      } catch {
+        // not JSON: the text itself is the message
+      }
       throw new UserError(`${this.url}: ${message || `HTTP ${res.status}`}`);
     }
     return res;

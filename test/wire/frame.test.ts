@@ -112,12 +112,10 @@ interface WireFrame {
 }
 
 const wireFramesArb = fc.array(
-  fc.tuple(headerArb(0), fc.uint8Array({ maxLength: 300 })).map(
-    ([header, body]): WireFrame => ({
-      header: { ...header, bodyLength: body.length },
-      body: Buffer.from(body),
-    }),
-  ),
+  fc.tuple(headerArb(0), fc.uint8Array({ maxLength: 300 })).map(([header, body]): WireFrame => ({
+    header: { ...header, bodyLength: body.length },
+    body: Buffer.from(body),
+  })),
   { maxLength: 12 },
 );
 

@@ -38,10 +38,10 @@ class KvServer implements KvApp, ConnectionHost {
   private readonly commandContext: CommandContext;
 
   constructor(private readonly ctx: AppContext) {
-    const server = this;
+    const requireStore = () => this.requireStore();
     this.commandContext = {
       get store(): KvStore {
-        return server.requireStore();
+        return requireStore();
       },
       heap: ctx.heap,
       // The runtime provides the allocator only once the heap is formatted or restored.

@@ -39,7 +39,7 @@ export async function hostCommand(options: HostCommandOptions): Promise<void> {
     `${JSON.stringify({ event: 'listening', control: daemon.controlUrl, peerPort: daemon.peerPort, bind, stateDir })}\n`,
   );
   const shutdown = () => {
-    daemon.close().finally(() => process.exit(0));
+    void daemon.close().finally(() => process.exit(0));
   };
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);

@@ -17,7 +17,7 @@ export function copyAllocatedPages(
   const heap = SecureHeap.create(source.byteLength);
   const allocated = allocator.allocated;
   let pagesCopied = 0;
-  for (let first = allocated.nextSet(0); first !== -1; ) {
+  for (let first = allocated.nextSet(0); first !== -1;) {
     const clear = allocated.nextClear(first);
     const end = Math.min(clear === -1 ? source.pageCount : clear, source.segmentEndPage(first));
     heap.rawPages(first, end - first).set(source.rawPages(first, end - first));
