@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { evidenceSchema } from '../tee/backend.js';
-import { encodeHeader, type Frame, FrameType } from '../wire/frame.js';
+import { type Frame, FrameType, plainFrame } from '../wire/frame.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
 import { HandshakeError } from './handshake-error.js';
 
@@ -83,16 +83,7 @@ export class HandshakeChannel {
 
   send(type: FrameType, message: object): Promise<void> {
     const body = Buffer.from(JSON.stringify(message), 'utf8');
-    const header = encodeHeader({
-      bodyLength: body.length,
-      type,
-      sealed: false,
-      epoch: 0,
-      pageCount: 0,
-      firstPage: 0,
-      seq: 0,
-    });
-    return this.withDeadline(this.channel.send([header, body]));
+    return this.withDeadline(this.channel.send(plainFrame(type, body)));
   }
 
   async receive<T>(type: FrameType, schema: z.ZodType<T>): Promise<T> {

@@ -174,3 +174,17 @@ export class FrameReader {
     return slices;
   }
 }
+
+/** The parts of an unsealed frame (handshake messages): header and body, ready for FramedSocket.send. */
+export function plainFrame(type: FrameType, body: Buffer, seq = 0): Buffer[] {
+  const header = encodeHeader({
+    bodyLength: body.length,
+    type,
+    sealed: false,
+    epoch: 0,
+    pageCount: 0,
+    firstPage: 0,
+    seq,
+  });
+  return [header, body];
+}

@@ -5,7 +5,7 @@ import { HandshakeError, handshake, type SessionKeys } from '../../src/crypto/ha
 import { IntegrityError, Opener, Sealer } from '../../src/crypto/seal.js';
 import type { Evidence, TeeBackend } from '../../src/tee/backend.js';
 import { generatePlatformKey, SimTee } from '../../src/tee/sim.js';
-import { encodeHeader, type Frame, FrameReader, FrameType } from '../../src/wire/frame.js';
+import { type Frame, FrameReader, FrameType, plainFrame } from '../../src/wire/frame.js';
 import { FramedSocket } from '../../src/wire/framed-socket.js';
 import { tcpPair } from '../wire/tcp-pair.js';
 
@@ -36,19 +36,7 @@ type Rewrite = (
 ) => Record<string, unknown>;
 
 function jsonFrame(type: FrameType, message: unknown): Buffer[] {
-  const body = Buffer.from(JSON.stringify(message));
-  return [
-    encodeHeader({
-      bodyLength: body.length,
-      type,
-      sealed: false,
-      epoch: 0,
-      pageCount: 0,
-      firstPage: 0,
-      seq: 0,
-    }),
-    body,
-  ];
+  return plainFrame(type, Buffer.from(JSON.stringify(message)));
 }
 
 /**

@@ -13,7 +13,7 @@ import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import { HostClient } from '../../src/host/client.js';
 import { unusedPort } from '../helpers/ports.js';
 import { Relay } from '../helpers/relay.js';
-import { RespClient } from '../helpers/resp.js';
+import { RespTestClient } from '../helpers/resp-test-client.js';
 
 const MiB = 2 ** 20;
 
@@ -38,7 +38,7 @@ describe('stop-and-copy migration between two host daemons', () => {
 
   test('moves every page and key, keeps the port, and the source is gone', async () => {
     const info = await runKv(8 * MiB);
-    const before = await RespClient.connect(SOURCE_BIND, info.port);
+    const before = await RespTestClient.connect(info.port, SOURCE_BIND);
     assert.equal(await before.command('SET', 'greeting', 'hello enclave'), 'OK');
     assert.equal(await before.command('INCRBY', 'counter', '41'), 41);
     const keysBefore = (await before.command('DBSIZE')) as number;
@@ -58,8 +58,8 @@ describe('stop-and-copy migration between two host daemons', () => {
     assert.ok(report.downtimeMs > 0 && report.downtimeMs < report.totalMs);
     assert.equal(report.teeSecure, false);
 
-    const moved = await RespClient.connect(DESTINATION_BIND, info.port);
-    assert.equal(await moved.command('GET', 'greeting'), 'hello enclave');
+    const moved = await RespTestClient.connect(info.port, DESTINATION_BIND);
+    assert.deepEqual(await moved.command('GET', 'greeting'), Buffer.from('hello enclave'));
     assert.equal(await moved.command('INCR', 'counter'), 42);
     assert.equal(await moved.command('DBSIZE'), keysBefore);
     moved.close();
@@ -73,7 +73,7 @@ describe('stop-and-copy migration between two host daemons', () => {
     );
     const onSource = await cluster.client(cluster.source).call<EnclaveInfo[]>('GET', '/v1/enclaves');
     assert.equal(onSource.length, 0);
-    await RespClient.connect(SOURCE_BIND, info.port).then(
+    await RespTestClient.connect(info.port, SOURCE_BIND).then(
       () => assert.fail('the source still accepts connections after COMMIT'),
       () => {},
     );
@@ -101,7 +101,7 @@ describe('stop-and-copy migration between two host daemons', () => {
 
   test('a flipped bit on the data path aborts the migration and the source serves again', async () => {
     const info = await runKv(4 * MiB);
-    const client = await RespClient.connect(SOURCE_BIND, info.port);
+    const client = await RespTestClient.connect(info.port, SOURCE_BIND);
     assert.equal(await client.command('SET', 'still', 'here'), 'OK');
     const relay = new Relay(
       { host: DESTINATION_BIND, port: cluster.destination.peerPort },
@@ -122,7 +122,7 @@ describe('stop-and-copy migration between two host daemons', () => {
         }),
         /migration failed: destination aborted: .*the source serves again/,
       );
-      assert.equal(await client.command('GET', 'still'), 'here');
+      assert.deepEqual(await client.command('GET', 'still'), Buffer.from('here'));
       const onSource = await cluster.client(cluster.source).call<EnclaveInfo[]>('GET', '/v1/enclaves');
       assert.deepEqual(
         onSource.map((e) => [e.id, e.state]),

@@ -2,23 +2,14 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { encodeHeader, type Frame, FrameError, FrameType } from '../../src/wire/frame.js';
+import { type Frame, FrameError, FrameType, plainFrame } from '../../src/wire/frame.js';
 import { ChannelClosedError, FramedSocket } from '../../src/wire/framed-socket.js';
 import { tcpPair } from './tcp-pair.js';
 
 const MiB = 2 ** 20;
 
 function frameParts(body: Buffer, seq = 0, type = FrameType.Pages): Buffer[] {
-  const header = encodeHeader({
-    bodyLength: body.length,
-    type,
-    sealed: false,
-    epoch: 0,
-    pageCount: 0,
-    firstPage: 0,
-    seq,
-  });
-  return [header, body];
+  return plainFrame(type, body, seq);
 }
 
 const bodyOf = (frame: Frame): Buffer => Buffer.concat(frame.body);

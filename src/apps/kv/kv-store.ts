@@ -63,7 +63,7 @@ export interface KvStoreStats {
 }
 
 export class KvStore {
-  private size_: number;
+  private count: number;
   private buckets: number;
   private bucketCount: number;
   private oldBuckets: number;
@@ -79,27 +79,29 @@ export class KvStore {
     private readonly allocator: HeapAllocator,
     private readonly header: number,
   ) {
-    if (heap.readU32(header) !== MAGIC || heap.readU32(header + 4) !== LAYOUT_VERSION) {
+    if (
+      !(header % 8 === 0 && header + HEADER_BYTES <= heap.byteLength) ||
+      heap.readU32(header) !== MAGIC ||
+      heap.readU32(header + 4) !== LAYOUT_VERSION
+    ) {
       throw new KvFormatError('the heap holds no kv store (root slot 0 has no kv header)');
     }
     this.seed = heap.readU32(header + 8);
-    this.size_ = heap.readU64(header + H_SIZE);
+    this.count = heap.readU64(header + H_SIZE);
     this.buckets = heap.readU64(header + H_BUCKETS);
     this.bucketCount = heap.readU64(header + H_BUCKET_COUNT);
     this.oldBuckets = heap.readU64(header + H_OLD_BUCKETS);
     this.oldBucketCount = heap.readU64(header + H_OLD_BUCKET_COUNT);
     this.rehashIndex = heap.readU64(header + H_REHASH_INDEX);
+    if (!isBucketCount(this.bucketCount) || (this.oldBuckets !== 0 && !isBucketCount(this.oldBucketCount))) {
+      throw new KvFormatError('the kv header is damaged (bucket count is not a power of two)');
+    }
   }
 
   /** A new, empty store whose header is recorded in allocator root slot 0. */
   static create(heap: SecureHeap, allocator: HeapAllocator, options: KvStoreOptions = {}): KvStore {
     const bucketCount = options.initialBuckets ?? DEFAULT_INITIAL_BUCKETS;
-    if (
-      !Number.isInteger(bucketCount) ||
-      bucketCount < 1 ||
-      bucketCount > MAX_BUCKETS ||
-      (bucketCount & (bucketCount - 1)) !== 0
-    ) {
+    if (!isBucketCount(bucketCount)) {
       throw new RangeError(`initial bucket count ${bucketCount} is not a power of two up to ${MAX_BUCKETS}`);
     }
     const buckets = allocateBuckets(heap, allocator, bucketCount);
@@ -128,7 +130,7 @@ export class KvStore {
   }
 
   get size(): number {
-    return this.size_;
+    return this.count;
   }
 
   /** A copy of the value, or null. */
@@ -190,7 +192,7 @@ export class KvStore {
     const entry = this.heap.readU64(link);
     this.heap.writeU64(link, this.heap.readU64(entry));
     this.allocator.free(entry);
-    this.setSize(this.size_ - 1);
+    this.setSize(this.count - 1);
     return true;
   }
 
@@ -221,7 +223,7 @@ export class KvStore {
   }
 
   stats(): KvStoreStats {
-    return { keys: this.size_, buckets: this.bucketCount, rehashing: this.oldBuckets === 0 ? 0 : 1 };
+    return { keys: this.count, buckets: this.bucketCount, rehashing: this.oldBuckets === 0 ? 0 : 1 };
   }
 
   private *tableEntries(buckets: number, count: number): Iterable<[Buffer, Buffer]> {
@@ -314,38 +316,38 @@ export class KvStore {
     const slot = this.buckets + (hash & (this.bucketCount - 1)) * 8;
     this.heap.writeU64(entry, this.heap.readU64(slot));
     this.heap.writeU64(slot, entry);
-    this.setSize(this.size_ + 1);
-    if (this.size_ > this.bucketCount) this.startGrowth();
+    this.setSize(this.count + 1);
+    if (this.count > this.bucketCount) this.startGrowth();
   }
 
   private setSize(size: number): void {
-    this.size_ = size;
+    this.count = size;
     this.heap.writeU64(this.header + H_SIZE, size);
   }
 
   /** Doubles the bucket array; a full heap only postpones it (the store works at any load factor). */
   private startGrowth(): void {
-    if (this.oldBuckets !== 0 || this.bucketCount >= MAX_BUCKETS || this.size_ < this.growthRetrySize) return;
-    const count = this.bucketCount * 2;
+    if (this.oldBuckets !== 0 || this.bucketCount >= MAX_BUCKETS || this.count < this.growthRetrySize) return;
+    const doubled = this.bucketCount * 2;
     let buckets: number;
     try {
-      buckets = allocateBuckets(this.heap, this.allocator, count);
+      buckets = allocateBuckets(this.heap, this.allocator, doubled);
     } catch (err) {
       if (!(err instanceof HeapFullError)) throw err;
-      this.growthRetrySize = this.size_ + Math.max(1024, this.size_ >>> 3);
+      this.growthRetrySize = this.count + Math.max(1024, this.count >>> 3);
       return;
     }
     this.oldBuckets = this.buckets;
     this.oldBucketCount = this.bucketCount;
     this.buckets = buckets;
-    this.bucketCount = count;
+    this.bucketCount = doubled;
     this.rehashIndex = 0;
     const heap = this.heap;
     heap.writeU64(this.header + H_OLD_BUCKETS, this.oldBuckets);
     heap.writeU64(this.header + H_OLD_BUCKET_COUNT, this.oldBucketCount);
     heap.writeU64(this.header + H_REHASH_INDEX, 0);
     heap.writeU64(this.header + H_BUCKETS, buckets);
-    heap.writeU64(this.header + H_BUCKET_COUNT, count);
+    heap.writeU64(this.header + H_BUCKET_COUNT, doubled);
   }
 
   /** Moves up to `steps` old buckets (skipping at most 10 empty ones per step, as Redis does). */
@@ -383,6 +385,10 @@ export class KvStore {
     heap.writeU64(this.header + H_OLD_BUCKET_COUNT, 0);
     heap.writeU64(this.header + H_REHASH_INDEX, 0);
   }
+}
+
+function isBucketCount(count: number): boolean {
+  return Number.isInteger(count) && count >= 1 && count <= MAX_BUCKETS && (count & (count - 1)) === 0;
 }
 
 function allocateBuckets(heap: SecureHeap, allocator: HeapAllocator, count: number): number {

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { AppContext } from '../../../src/apps/app.js';
 import { createKvApp, type KvApp } from '../../../src/apps/kv/kv-app.js';
 import { copyAllocatedPages, freshHeap } from './heap-fixtures.js';
-import { encodeCommand, RespErrorReply, RespTestClient } from './resp-test-client.js';
+import { encodeCommand, RespErrorReply, RespTestClient } from '../../helpers/resp-test-client.js';
 
 const MiB = 2 ** 20;
 
@@ -181,28 +181,27 @@ describe('kv app commands', () => {
     );
   });
 
-  test('a full heap answers OOM and the store stays usable', async () => {
+  test('a full heap answers OOM and the store stays usable', async (t) => {
     const small = await servingApp(context(freshHeap(2 * MiB)));
+    t.after(() => small.close());
     const c = await RespTestClient.connect(small.boundPort);
-    try {
-      let reply: unknown = OK;
-      let i = 0;
-      while (reply === OK) reply = await c.command('SET', `big:${i++}`, Buffer.alloc(100_000, 1));
-      assert.deepEqual(reply, err("OOM command not allowed when used memory > 'maxmemory'."));
-      assert.equal(await c.command('DBSIZE'), i - 1);
-      assert.equal(await c.command('DEL', 'big:0'), 1);
-      assert.equal(await c.command('SET', 'after', 'ok'), OK);
-    } finally {
-      c.close();
-      await small.close();
-    }
+    t.after(() => c.close());
+    let reply: unknown = OK;
+    let i = 0;
+    while (reply === OK) reply = await c.command('SET', `big:${i++}`, Buffer.alloc(100_000, 1));
+    assert.deepEqual(reply, err("OOM command not allowed when used memory > 'maxmemory'."));
+    assert.equal(await c.command('DBSIZE'), i - 1);
+    assert.equal(await c.command('DEL', 'big:0'), 1);
+    assert.equal(await c.command('SET', 'after', 'ok'), OK);
   });
 });
 
 describe('kv app connections', () => {
-  test('answers a pipelined batch in order, with one write', async () => {
+  test('answers a pipelined batch in order, with one write', async (t) => {
     const app = await servingApp();
+    t.after(() => app.close());
     const client = await RespTestClient.connect(app.boundPort);
+    t.after(() => client.close());
     const commands = Array.from(
       { length: 200 },
       (_, i) => encodeCommand(['INCR', 'pipelined']).toString() + (i % 2 ? 'PING\r\n' : ''),
@@ -217,34 +216,36 @@ describe('kv app connections', () => {
     const wanted = commands.flatMap((_, i) => (i % 2 ? [++expected, 'PONG'] : [++expected]));
     assert.deepEqual(replies, wanted);
     assert.equal(client.chunksReceived, 1);
-    client.close();
-    await app.close();
   });
 
-  test('a protocol error gets the replies before it, the error, then the connection closes', async () => {
+  test('a protocol error gets the replies before it, the error, then the connection closes', async (t) => {
     const app = await servingApp();
+    t.after(() => app.close());
     const client = await RespTestClient.connect(app.boundPort);
+    t.after(() => client.close());
     client.send(`${encodeCommand(['PING']).toString()}*1\r\n$x\r\n`);
     assert.deepEqual(await client.read(2), ['PONG', err('ERR Protocol error: invalid bulk length')]);
     await client.closed;
-    await app.close();
   });
 
-  test('QUIT replies OK and closes; later commands in the batch are not run', async () => {
+  test('QUIT replies OK and closes; later commands in the batch are not run', async (t) => {
     const app = await servingApp();
+    t.after(() => app.close());
     const client = await RespTestClient.connect(app.boundPort);
+    t.after(() => client.close());
     client.send(Buffer.concat([encodeCommand(['QUIT']), encodeCommand(['SET', 'after-quit', 'x'])]));
     assert.deepEqual(await client.read(1), [OK]);
     await client.closed;
     const other = await RespTestClient.connect(app.boundPort);
     assert.equal(await other.command('EXISTS', 'after-quit'), 0);
     other.close();
-    await app.close();
   });
 
-  test('a command sent while paused is answered only after serve()', async () => {
+  test('a command sent while paused is answered only after serve()', async (t) => {
     const app = await servingApp();
+    t.after(() => app.close());
     const client = await RespTestClient.connect(app.boundPort);
+    t.after(() => client.close());
     assert.equal(await client.command('SET', 'k', '1'), OK);
     app.pause();
     client.send(encodeCommand(['INCR', 'k']));
@@ -253,14 +254,14 @@ describe('kv app connections', () => {
     assert.equal(app.stats().commands, 1);
     app.serve();
     assert.deepEqual(await client.read(1), [2]);
-    client.close();
-    await app.close();
   });
 
-  test('connections accepted before serve() are held and served once restore() and serve() ran', async () => {
+  test('connections accepted before serve() are held and served once restore() and serve() ran', async (t) => {
     const sourceCtx = context();
     const source = await servingApp(sourceCtx);
+    t.after(() => source.close());
     const sourceClient = await RespTestClient.connect(source.boundPort);
+    t.after(() => sourceClient.close());
     await sourceClient.command('MSET', 'a', '1', 'b', Buffer.alloc(5000, 9));
     source.pause();
     const snapshot = source.snapshot();
@@ -268,7 +269,9 @@ describe('kv app connections', () => {
     const copy = copyAllocatedPages(sourceCtx.heap, sourceCtx.allocator);
     const destination = createKvApp({ ...context(), heap: copy.heap, allocator: copy.allocator });
     await destination.listen();
+    t.after(() => destination.close());
     const early = await RespTestClient.connect(destination.boundPort);
+    t.after(() => early.close());
     early.send(encodeCommand(['GET', 'a']));
     await sleep(100);
     assert.equal(early.pending, 0);
@@ -277,10 +280,6 @@ describe('kv app connections', () => {
     assert.deepEqual(await early.read(1), [bulk('1')]);
     assert.deepEqual(await early.command('GET', 'b'), Buffer.alloc(5000, 9));
     assert.equal(destination.stats().commands, (snapshot.totalCommands as number) + 2);
-    sourceClient.close();
-    early.close();
-    await source.close();
-    await destination.close();
   });
 
   test('restore rejects a snapshot that is not from kv', () => {
@@ -289,35 +288,37 @@ describe('kv app connections', () => {
     assert.throws(() => app.serve(), /neither formatted nor restored/);
   });
 
-  test('listen on a port in use rejects with a one-line message', async () => {
+  test('listen on a port in use rejects with a one-line message', async (t) => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.after(() => blocker.close());
     const port = (blocker.address() as net.AddressInfo).port;
     const app = createKvApp(context({ port }));
     await assert.rejects(app.listen(), { message: `port 127.0.0.1:${port} is already in use` });
-    await app.close();
-    await new Promise((resolve) => blocker.close(resolve));
   });
 
-  test('close() closes the listener and every client connection', async () => {
+  test('close() closes the listener and every client connection', async (t) => {
     const app = await servingApp();
     const port = app.boundPort;
     const clients = await Promise.all([RespTestClient.connect(port), RespTestClient.connect(port)]);
-    await clients[0]!.command('PING');
+    t.after(() => {
+      for (const c of clients) c.close();
+    });
+    await Promise.all(clients.map((c) => c.command('PING')));
     assert.equal(app.stats().clients, 2);
     await app.close();
     await Promise.all(clients.map((c) => c.closed));
     await assert.rejects(RespTestClient.connect(port), { code: 'ECONNREFUSED' });
   });
 
-  test('stats and fill: keys, clients, commands', async () => {
+  test('stats and fill: keys, clients, commands', async (t) => {
     const app = await servingApp();
+    t.after(() => app.close());
     const filled = app.fill(4 * MiB);
     const client = await RespTestClient.connect(app.boundPort);
+    t.after(() => client.close());
     assert.equal(await client.command('DBSIZE'), filled.keys);
     assert.ok(filled.bytes > filled.keys * 1024);
     assert.deepEqual(app.stats(), { keys: filled.keys, clients: 1, commands: 1 });
-    client.close();
-    await app.close();
   });
 });

@@ -10,7 +10,7 @@ import {
   RespParser,
   RespProtocolError,
 } from '../../../src/apps/kv/resp.js';
-import { encodeCommand } from './resp-test-client.js';
+import { encodeCommand } from '../../helpers/resp-test-client.js';
 
 /** Feeds the chunks one after another and collects every command, as a server loop would. */
 function parseChunks(chunks: readonly Buffer[]): string[][] {
