@@ -8,6 +8,7 @@ import type { MigrateEvent } from '../host/api-schema.js';
 export class MigrationProgressView {
   private readonly bar: cliProgress.SingleBar | null;
   private started = false;
+  private transferStartMs: number | undefined;
 
   constructor(enabled: boolean) {
     this.bar =
@@ -15,7 +16,8 @@ export class MigrationProgressView {
         ? new cliProgress.SingleBar(
             {
               stream: process.stderr,
-              format: '{phase} |{bar}| {percentage}% {done}/{total} MiB  {rate} MB/s  ETA {eta_formatted}',
+              format:
+                '{phase} |{bar}| {percentage}% {doneMiB}/{totalMiB} MiB  {rate} MB/s  ETA {eta_formatted}',
               hideCursor: true,
               etaBuffer: 20,
             },
@@ -27,11 +29,14 @@ export class MigrationProgressView {
   update(event: MigrateEvent): void {
     if (!this.bar || event.type !== 'progress') return;
     const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+    // The rate counts from the first progress of the transfer, not from the request (PREPARE).
+    this.transferStartMs ??= event.phase === 'transfer' ? event.elapsedMs : undefined;
+    const transferMs = this.transferStartMs === undefined ? 0 : event.elapsedMs - this.transferStartMs;
     const payload = {
       phase: event.phase.padEnd(9),
-      done: mib(event.bytesDone),
-      total: mib(event.bytesTotal),
-      rate: event.elapsedMs > 0 ? (event.bytesDone / 1e3 / event.elapsedMs).toFixed(0) : '0',
+      doneMiB: mib(event.bytesDone),
+      totalMiB: mib(event.bytesTotal),
+      rate: transferMs > 0 ? (event.bytesDone / 1e3 / transferMs).toFixed(0) : '-',
     };
     if (!this.started) {
       this.bar.start(Math.max(event.bytesTotal, 1), event.bytesDone, payload);

@@ -2,7 +2,7 @@ import type { EnclaveInfo } from '../host/api-schema.js';
 import type { MigrationReport } from '../migrate/report.js';
 import { formatBytes } from '../util/size.js';
 
-const ms = (v: number | null) => (v === null ? '-' : `${v.toFixed(1)} ms`);
+const ms = (v: number | null | undefined) => (v == null ? '-' : `${v.toFixed(1)} ms`);
 
 /** The human form of a migration report: the figures an operator looks at first, then the phases. */
 export function renderReport(report: MigrationReport): string {

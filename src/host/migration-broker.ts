@@ -79,7 +79,13 @@ export async function brokerMigration(
       host.log.info({ id: record.id, to: destination.url }, 'enclave migrated out');
       emit({
         type: 'report',
-        report: { ...result.report, enclaveId: record.id, from: host.controlUrl, to: destination.url },
+        report: {
+          ...result.report,
+          enclaveId: record.id,
+          from: host.controlUrl,
+          to: destination.url,
+          clientGapMs: null,
+        },
       });
     } else {
       record.state = result.resumed ? 'running' : 'in-doubt';

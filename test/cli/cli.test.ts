@@ -100,6 +100,20 @@ describe('constmig CLI against real host daemons', () => {
     }
     assert.equal(typeof report.phases, 'object');
 
+    const back = await cli(
+      ['migrate', id, '--from', cluster.destination.controlUrl, '--to', cluster.source.controlUrl],
+      env,
+    );
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /^verified\s+yes/m);
+    assert.match(back.stdout, /^downtime\s+\d+\.\d ms$/m);
+    assert.match(back.stdout, /^client gap\s+-$/m);
+    const home = await cli(
+      ['migrate', id, '--from', cluster.source.controlUrl, '--to', cluster.destination.controlUrl],
+      env,
+    );
+    assert.equal(home.code, 0, home.stderr);
+
     const table = await cli(['ps', '--host', cluster.destination.controlUrl], env);
     assert.match(table.stdout, new RegExp(`${id}\\s+cli-kv\\s+kv\\s+running\\s+127\\.0\\.0\\.2:${port}`));
     assert.match(table.stdout, /NOT SECURE/);
