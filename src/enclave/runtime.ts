@@ -4,6 +4,7 @@ import pino from 'pino';
 import type { AppContext } from '../apps/app.js';
 import { createApp, type MigratableApp } from '../apps/registry.js';
 import { HeapAllocator } from '../heap/allocator.js';
+import { PAGE_SIZE } from '../heap/constants.js';
 import { SecureHeap } from '../heap/secure-heap.js';
 import { migrateIn } from '../migrate/destination.js';
 import { migrateOut } from '../migrate/source.js';
@@ -184,9 +185,7 @@ export class EnclaveRuntime {
     const base: Record<string, number> = { rssBytes: usage.rss };
     if (!this.heap) return base;
     base.heapBytes = this.heap.byteLength;
-    if (this.allocator)
-      base.allocatedBytes =
-        (this.allocator.stats().allocatedPages * this.heap.byteLength) / this.heap.pageCount;
+    if (this.allocator) base.allocatedBytes = this.allocator.stats().allocatedPages * PAGE_SIZE;
     if (this.state.kind === 'serving') Object.assign(base, this.app.stats());
     return base;
   }
