@@ -12,7 +12,8 @@ export const DESTINATION_BIND = '127.0.0.2';
 
 /**
  * Two host daemons on this machine, one on 127.0.0.1 and one on 127.0.0.2 (every loopback address
- * works on Linux), each with its own state directory and log file, sharing one control token. Used by
+ * works on Linux), each with its own state directory and log file, sharing one control token and one
+ * sim root. Used by
  * the demo, the benchmark and the end-to-end tests.
  */
 export class LocalCluster {
@@ -29,6 +30,7 @@ export class LocalCluster {
         stateDir: path.join(dir, bind),
         token: this.token,
         logFile: path.join(dir, bind, 'host.log'),
+        simRootKeyFile: path.join(dir, 'sim-root-key.pem'),
       });
     this.source = host(SOURCE_BIND);
     this.destination = host(DESTINATION_BIND);

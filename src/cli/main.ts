@@ -4,7 +4,7 @@ import { MIGRATION_MODES } from '../migrate/modes.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { VERSION } from '../version.js';
 import { demoCommand } from './commands/demo.js';
-import { hostCommand } from './commands/host.js';
+import { DEFAULT_SIM_ROOT_KEY, hostCommand } from './commands/host.js';
 import { migrateCommand } from './commands/migrate.js';
 import { psCommand } from './commands/ps.js';
 import { runCommand } from './commands/run.js';
@@ -46,6 +46,15 @@ program
     'require this bearer token on the control API (created, mode 0600, if absent)',
   )
   .option('--state-dir <dir>', 'logs and the sim platform key (default: a folder under the system tmp dir)')
+  .option(
+    '--policy <file>',
+    'attestation policy (JSON, see docs/security.md); default: same image only, platforms of our sim root',
+  )
+  .option(
+    '--sim-root-key <file>',
+    'sim root key that certifies this host (created if absent; share it between hosts that trust each other)',
+    DEFAULT_SIM_ROOT_KEY,
+  )
   .action(action(hostCommand));
 
 program

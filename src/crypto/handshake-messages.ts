@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { evidenceSchema } from '../tee/backend.js';
+import { evidenceSchema } from '../tee/evidence.js';
 import { type Frame, FrameType, plainFrame } from '../wire/frame.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
 import { HandshakeError } from './handshake-error.js';

@@ -1,4 +1,6 @@
-import { type Evidence, encodeEvidence, type TeeBackend, type VerifiedEvidence } from '../tee/backend.js';
+import type { Evidence, TeeBackend, VerifiedEvidence } from '../tee/backend.js';
+import { encodeEvidence, verifyEvidence } from '../tee/evidence.js';
+import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
@@ -47,13 +49,14 @@ import {
  * so each evidence binds both ephemeral keys and both nonces (E_D also binds E_S). Keys come from
  * HKDF-SHA256(ikm = X25519(eph_S, eph_D), salt = th3), 32 bytes for each info label
  * "constmig/v1/migration-id", ".../key/source-to-destination", ".../key/destination-to-source",
- * ".../confirm/source" and ".../confirm/destination"; the MACs are mac_X = HMAC-SHA256(confirm key
+ * ".../confirm/source", ".../confirm/destination", ".../token/source" and ".../token/destination"
+ * (the MAC keys of the migration tokens, see migrate/tokens.ts); the confirmation MACs are mac_X = HMAC-SHA256(confirm key
  * of X, th3). A party that relays with its own X25519 keys cannot make the evidence match both sides'
  * transcripts; replayed evidence binds an old transcript.
  *
- * Limit: platform trust roots are not there yet (TeeBackend.verify accepts any well-formed evidence
- * signed by the platform key it names), so whoever holds a sim platform key can produce evidence for
- * any measurement. acceptPeer receives the peer's platform key so that policy can pin it.
+ * Each side verifies the peer's evidence with the verifier of the peer's backend (signatures, chain
+ * to a root, report data), then asks the attestation policy whether that platform is trusted and
+ * whether the two measurements may be paired in this direction.
  */
 
 export { HandshakeError } from './handshake-error.js';
@@ -64,6 +67,10 @@ export interface SessionKeys {
   migrationId: Buffer;
   sendKey: Buffer;
   recvKey: Buffer;
+  /** MAC key of the tokens this side mints. */
+  ownTokenKey: Buffer;
+  /** MAC key of the tokens the peer mints. */
+  peerTokenKey: Buffer;
   peer: VerifiedEvidence;
 }
 
@@ -71,18 +78,12 @@ export interface HandshakeOptions {
   role: Role;
   channel: FramedSocket;
   tee: TeeBackend;
-  /** Throws HandshakeError to refuse the peer; by default the peer must run the same measurement. */
-  acceptPeer?: (peer: VerifiedEvidence, own: TeeBackend) => void;
+  /** Decides which platforms and measurements are acceptable peers. */
+  policy: AttestationPolicy;
   timeoutMs?: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-
-function defaultAcceptPeer(peer: VerifiedEvidence, own: TeeBackend): void {
-  if (peer.measurement !== own.measurement) {
-    throw new HandshakeError(`peer measurement ${peer.measurement} differs from ours ${own.measurement}`);
-  }
-}
 
 function verifyPeer(
   opts: HandshakeOptions,
@@ -92,14 +93,13 @@ function verifyPeer(
 ): VerifiedEvidence {
   let peer: VerifiedEvidence;
   try {
-    peer = opts.tee.verify(evidence, reportDataFor(peerRole, transcriptHash));
+    peer = verifyEvidence(evidence, reportDataFor(peerRole, transcriptHash));
   } catch (err) {
     throw new HandshakeError(`${peerRole} evidence rejected: ${errorMessage(err)}`, { cause: err });
   }
   try {
-    (opts.acceptPeer ?? defaultAcceptPeer)(peer, opts.tee);
+    opts.policy.checkPeer(peer, opts.tee.measurement, peerRole);
   } catch (err) {
-    if (err instanceof HandshakeError) throw err;
     throw new HandshakeError(`${peerRole} refused by policy: ${errorMessage(err)}`, { cause: err });
   }
   return peer;
@@ -134,6 +134,8 @@ async function runDestination(opts: HandshakeOptions, io: HandshakeChannel): Pro
     migrationId: keys.migrationId,
     sendKey: keys.destinationToSource,
     recvKey: keys.sourceToDestination,
+    ownTokenKey: keys.destinationToken,
+    peerTokenKey: keys.sourceToken,
     peer,
   };
 }
@@ -166,6 +168,8 @@ async function runSource(opts: HandshakeOptions, io: HandshakeChannel): Promise<
     migrationId: keys.migrationId,
     sendKey: keys.sourceToDestination,
     recvKey: keys.destinationToSource,
+    ownTokenKey: keys.sourceToken,
+    peerTokenKey: keys.destinationToken,
     peer,
   };
 }

@@ -68,6 +68,9 @@ export interface DerivedKeys {
   destinationToSource: Buffer;
   sourceConfirm: Buffer;
   destinationConfirm: Buffer;
+  /** MAC keys of the tokens each side mints (START by the source; ABORT and COMMIT by the destination). */
+  sourceToken: Buffer;
+  destinationToken: Buffer;
 }
 
 /** HKDF-SHA256 over the shared secret, salted with the final transcript hash; wipes the secret. */
@@ -80,6 +83,8 @@ export function deriveKeys(secret: Buffer, finalTranscript: Buffer): DerivedKeys
     destinationToSource: expand('key/destination-to-source'),
     sourceConfirm: expand('confirm/source'),
     destinationConfirm: expand('confirm/destination'),
+    sourceToken: expand('token/source'),
+    destinationToken: expand('token/destination'),
   };
   secret.fill(0);
   return keys;

@@ -15,11 +15,25 @@ const appConfig = z.strictObject({
 });
 export type AppConfig = z.infer<typeof appConfig>;
 
+/** The sim backend's stand-in for the CPU: its platform key and the sim root's certificate of it. */
+const simPlatform = z.strictObject({
+  kind: z.literal('sim'),
+  platformPrivateKeyPem: z.string().max(4096),
+  platformCert: z.string().max(256),
+  root: z.string().max(256),
+});
+
+export type SimPlatformIdentity = z.infer<typeof simPlatform>;
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+
 export const hostToEnclave = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('init'),
     config: appConfig,
-    platformPrivateKeyPem: z.string(),
+    tee: simPlatform,
+    /** The attestation policy document; the enclave validates it (tee/policy.ts). */
+    policy: z.unknown(),
     role: z.discriminatedUnion('kind', [
       z.strictObject({ kind: z.literal('fresh'), fillBytes: z.number().int().nonnegative() }),
       z.strictObject({ kind: z.literal('incoming'), ticket: z.string().regex(/^[0-9a-f]{32}$/) }),
@@ -37,6 +51,8 @@ export const hostToEnclave = z.discriminatedUnion('type', [
   }),
   /** Sent together with the accepted data socket as the IPC handle. */
   z.strictObject({ type: z.literal('data-connection'), ticket: z.string() }),
+  /** Recovery of an in-doubt source: an ABORT token the destination minted, relayed by the hosts. */
+  z.strictObject({ type: z.literal('resume'), requestId: z.string(), abortToken: z.string().max(128) }),
   z.strictObject({ type: z.literal('query'), id: z.number().int() }),
   z.strictObject({ type: z.literal('stop') }),
 ]);
@@ -62,6 +78,17 @@ export const enclaveToHost = z.discriminatedUnion('type', [
     stats: enclaveStats,
   }),
   z.strictObject({ type: z.literal('fatal'), message: z.string() }),
+  /**
+   * Destination: the incoming migration failed and this enclave never resumed; it exits next. The
+   * ABORT token (null if no keys were agreed) may release a source that is in doubt.
+   */
+  z.strictObject({ type: z.literal('incoming-aborted'), message: z.string(), abortToken: hex64.nullable() }),
+  z.strictObject({
+    type: z.literal('resume-result'),
+    requestId: z.string(),
+    resumed: z.boolean(),
+    message: z.string(),
+  }),
   z.strictObject({ type: z.literal('progress'), requestId: z.string(), progress: migrationProgress }),
   /** Source: COMMIT received, heap wiped; the process exits right after. */
   z.strictObject({

@@ -8,8 +8,10 @@ import { PAGE_SIZE } from '../heap/constants.js';
 import { SecureHeap } from '../heap/secure-heap.js';
 import { migrateIn } from '../migrate/destination.js';
 import { migrateOut } from '../migrate/source.js';
+import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
 import { computeMeasurement } from '../tee/measurement.js';
+import { AttestationPolicy } from '../tee/policy.js';
 import { SimTee } from '../tee/sim.js';
 import { errorMessage } from '../util/errors.js';
 import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
@@ -24,8 +26,11 @@ type RuntimeState =
   | { kind: 'incoming'; ticket: string }
   | { kind: 'migrating-in' }
   | { kind: 'migrating-out' }
-  /** START went out and no COMMIT came back: paused for good, never serving again on its own. */
-  | { kind: 'in-doubt' }
+  /**
+   * START went out and no COMMIT came back: paused, never serving again on its own; only an ABORT
+   * token that `tokens` accepts releases it.
+   */
+  | { kind: 'in-doubt'; tokens: TokenVerifier }
   | { kind: 'gone' };
 
 /** The application bundle the sim backend measures: the compiled sources this process runs from. */
@@ -37,6 +42,7 @@ export class EnclaveRuntime {
   private allocator: HeapAllocator | undefined;
   private app!: MigratableApp;
   private tee!: TeeBackend;
+  private policy!: AttestationPolicy;
   private config!: AppConfig;
   private readonly log = pino({ base: { role: 'enclave', pid: process.pid } }, pino.destination(2));
 
@@ -56,6 +62,8 @@ export class EnclaveRuntime {
         return this.migrateOut(message);
       case 'data-connection':
         return this.acceptDataConnection(message.ticket, handle as net.Socket | undefined);
+      case 'resume':
+        return this.resume(message.requestId, message.abortToken);
       case 'query':
         return this.send({ type: 'query-result', id: message.id, stats: this.stats() });
       case 'stop':
@@ -68,7 +76,9 @@ export class EnclaveRuntime {
     this.config = message.config;
     try {
       const measurement = computeMeasurement(BUNDLE_DIR, process.version);
-      this.tee = SimTee.create({ platformPrivateKeyPem: message.platformPrivateKeyPem, measurement });
+      const { platformPrivateKeyPem, platformCert, root } = message.tee;
+      this.tee = SimTee.create({ platformPrivateKeyPem, platformCert, root, measurement });
+      this.policy = AttestationPolicy.parse(message.policy);
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
       this.heap = SecureHeap.create(message.config.heapBytes);
       this.app = createApp(message.config.app, this.appContext());
@@ -127,7 +137,14 @@ export class EnclaveRuntime {
     }
     this.state = { kind: 'migrating-out' };
     const outcome = await migrateOut(
-      { heap: this.heap, allocator: this.allocator, app: this.app, appKind: this.config.app, tee: this.tee },
+      {
+        heap: this.heap,
+        allocator: this.allocator,
+        app: this.app,
+        appKind: this.config.app,
+        tee: this.tee,
+        policy: this.policy,
+      },
       message,
       (progress) => void this.send({ type: 'progress', requestId, progress }),
     );
@@ -144,7 +161,7 @@ export class EnclaveRuntime {
         await this.send({ type: 'migration-failed', requestId, message: outcome.message, resumed: true });
         break;
       case 'in-doubt':
-        this.state = { kind: 'in-doubt' };
+        this.state = { kind: 'in-doubt', tokens: outcome.tokens };
         this.log.error({ reason: outcome.message }, 'migration outcome in doubt; staying paused');
         await this.send({ type: 'migration-failed', requestId, message: outcome.message, resumed: false });
         break;
@@ -165,6 +182,7 @@ export class EnclaveRuntime {
         app: this.app,
         appKind: this.config.app,
         tee: this.tee,
+        policy: this.policy,
         attachHeap: () => {
           this.allocator = HeapAllocator.attach(this.heap);
         },
@@ -172,12 +190,39 @@ export class EnclaveRuntime {
       socket,
     );
     if (outcome.kind === 'aborted') {
-      await this.fatal(`incoming migration failed: ${outcome.message}`);
-      return;
+      this.state = { kind: 'gone' };
+      this.log.error({ reason: outcome.message }, 'incoming migration aborted; this enclave never resumed');
+      await this.send({
+        type: 'incoming-aborted',
+        message: outcome.message,
+        abortToken: outcome.abortToken,
+      }).catch(() => {});
+      process.exit(1);
     }
     this.state = { kind: 'serving' };
     if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
     await this.send({ type: 'resumed', stats: this.stats() });
+  }
+
+  /**
+   * An in-doubt source serves again only with an ABORT token of its own migration, minted by the
+   * destination enclave before it resumed; whatever else the host sends is refused (fork attempt).
+   */
+  private async resume(requestId: string, abortToken: string): Promise<void> {
+    const reply = (resumed: boolean, message: string) =>
+      this.send({ type: 'resume-result', requestId, resumed, message });
+    if (this.state.kind !== 'in-doubt') return reply(false, `enclave is ${this.state.kind}, not in doubt`);
+    try {
+      this.state.tokens.checkAbort(abortToken);
+    } catch (err) {
+      const message = err instanceof TokenError ? err.message : errorMessage(err);
+      this.log.error({ reason: message }, 'refused to resume: invalid ABORT token');
+      return reply(false, message);
+    }
+    this.state = { kind: 'serving' };
+    this.app.serve();
+    this.log.warn('ABORT token verified: the destination never resumed; serving again');
+    return reply(true, 'ABORT token verified; the application serves again');
   }
 
   private stats(): Record<string, number> {

@@ -41,6 +41,10 @@ export const migrateRequest = z.strictObject({
 });
 export type MigrateRequest = z.input<typeof migrateRequest>;
 
+export const resumeRequest = z.strictObject({
+  abortToken: z.string().regex(/^[0-9a-f]{64}$/, 'an ABORT token is 64 hex digits'),
+});
+
 export const enclaveIdParam = enclaveId;
 
 export type EnclaveState =

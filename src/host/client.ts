@@ -25,6 +25,16 @@ function explainFetchFailure(url: string, err: unknown): UserError {
   return new UserError(`cannot reach host ${url}: ${reason}`);
 }
 
+/** A host answered with an error status; `status` lets callers tell "not yet" from "never". */
+export class HostApiError extends UserError {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** A small client for a host daemon's control API, used by the CLI and by a host calling its peer. */
 export class HostClient {
   readonly url: string;
@@ -61,7 +71,7 @@ export class HostClient {
       } catch {
         // not JSON: the text itself is the message
       }
-      throw new UserError(`${this.url}: ${message || `HTTP ${res.status}`}`);
+      throw new HostApiError(res.status, `${this.url}: ${message || `HTTP ${res.status}`}`);
     }
     return res;
   }

@@ -4,7 +4,8 @@ import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
 import pino from 'pino';
-import type { EnclaveToHost } from '../enclave/ipc.js';
+import type { EnclaveToHost, SimPlatformIdentity } from '../enclave/ipc.js';
+import { AttestationPolicy } from '../tee/policy.js';
 import { formatHostPort, type HostPort } from '../util/address.js';
 import { errorMessage } from '../util/errors.js';
 import { VERSION } from '../version.js';
@@ -15,14 +16,15 @@ import {
   type IncomingReply,
   incomingRequest,
   migrateRequest,
+  resumeRequest,
   runRequest,
 } from './api-schema.js';
 import { EnclaveProcess } from './enclave-process.js';
 import { describeRecord, type EnclaveRecord } from './enclave-record.js';
 import { HttpError, readJson, sendJson, validate } from './http-util.js';
-import { brokerMigration } from './migration-broker.js';
+import { brokerMigration, resumeInDoubt } from './migration-broker.js';
 import { PeerServer } from './peer-server.js';
-import { loadOrCreatePlatformKey } from './platform-key.js';
+import { loadSimPlatform } from './sim-platform.js';
 import { bearerMatches } from './token.js';
 
 export interface HostOptions {
@@ -35,7 +37,14 @@ export interface HostOptions {
   /** Where the daemon logs; stderr by default. */
   logFile?: string;
   token: string | null;
+  /** The sim root's private key (created if absent); hosts that should trust each other share it. */
+  simRootKeyFile: string;
+  /** Attestation policy file; default: the same image only, on platforms of this host's sim root. */
+  policyFile?: string;
 }
+
+/** ABORT tokens of failed incoming migrations, kept so that an in-doubt source can be released. */
+const ABORT_TOKEN_TTL_MS = 60 * 60 * 1000;
 
 type Ready = Extract<EnclaveToHost, { type: 'ready' }>;
 const isReady = (m: EnclaveToHost): m is Ready | Extract<EnclaveToHost, { type: 'fatal' }> =>
@@ -47,7 +56,9 @@ export class HostDaemon {
   private readonly enclaves = new Map<string, EnclaveRecord>();
   private readonly server = http.createServer((req, res) => void this.serve(req, res));
   private readonly peer = new PeerServer((ticket, socket) => this.routeDataConnection(ticket, socket));
-  private platformKeyPem = '';
+  private sim!: SimPlatformIdentity;
+  private policy!: AttestationPolicy;
+  private readonly abortTokens = new Map<string, { token: string; expiresAt: number }>();
   controlUrl = '';
   peerPort = 0;
 
@@ -60,7 +71,10 @@ export class HostDaemon {
 
   async start(): Promise<void> {
     fs.mkdirSync(path.join(this.options.stateDir, 'logs'), { recursive: true, mode: 0o700 });
-    this.platformKeyPem = loadOrCreatePlatformKey(this.options.stateDir);
+    this.sim = loadSimPlatform(this.options.stateDir, this.options.simRootKeyFile);
+    this.policy = this.options.policyFile
+      ? AttestationPolicy.load(this.options.policyFile)
+      : AttestationPolicy.sameImageOnSimRoot(this.sim.root);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host: this.options.bind, port: this.options.listen.port }, () => resolve());
@@ -120,12 +134,19 @@ export class HostDaemon {
     if (resource === 'incoming' && !id && method === 'POST') {
       return sendJson(res, 201, await this.prepareIncoming(validate(incomingRequest, await readJson(req))));
     }
+    if (resource === 'incoming' && id && action === 'abort-token' && method === 'GET') {
+      return sendJson(res, 200, { id, abortToken: this.abortTokenOf(id) });
+    }
     if (resource === 'enclaves' && id) {
       const record = this.lookup(id);
       if (!action && method === 'GET') return sendJson(res, 200, await this.describe(record));
       if (!action && method === 'DELETE') {
         await this.stop(record);
         return sendJson(res, 200, { id: record.id, stopped: true });
+      }
+      if (action === 'resume' && method === 'POST') {
+        const { abortToken } = validate(resumeRequest, await readJson(req));
+        return sendJson(res, 200, await resumeInDoubt(record, abortToken));
       }
       if (action === 'migrate' && method === 'POST') {
         const body = validate(migrateRequest, await readJson(req));
@@ -178,6 +199,9 @@ export class HostDaemon {
       this.log.info({ id, code }, 'enclave exited');
     });
     child.on('message', (m) => {
+      if (m.type === 'incoming-aborted' && m.abortToken) {
+        this.abortTokens.set(id, { token: m.abortToken, expiresAt: Date.now() + ABORT_TOKEN_TTL_MS });
+      }
       if (m.type === 'resumed') {
         record.state = 'running';
         record.ticket = undefined;
@@ -192,7 +216,8 @@ export class HostDaemon {
         port: fields.port,
         bindAddress: this.options.bind,
       },
-      platformPrivateKeyPem: this.platformKeyPem,
+      tee: this.sim,
+      policy: this.policy.document,
       role,
     });
     return record;
@@ -246,6 +271,18 @@ export class HostDaemon {
     await this.awaitReady(record);
     this.log.info({ id: body.id }, 'incoming enclave prepared');
     return { id: body.id, ticket, dataHost: this.options.bind, dataPort: this.peerPort };
+  }
+
+  /** The ABORT token a failed incoming enclave left behind (it proves only that it never resumed). */
+  private abortTokenOf(id: string): string {
+    const now = Date.now();
+    for (const [key, entry] of this.abortTokens) if (entry.expiresAt < now) this.abortTokens.delete(key);
+    if (this.enclaves.get(id)?.state === 'running') {
+      throw new HttpError(409, `enclave '${id}' resumed on this host: it holds the application`);
+    }
+    const entry = enclaveIdParam.safeParse(id).success ? this.abortTokens.get(id) : undefined;
+    if (!entry) throw new HttpError(404, `no ABORT token for enclave '${id}' on this host`);
+    return entry.token;
   }
 
   private routeDataConnection(ticket: string, socket: net.Socket): boolean {

@@ -5,12 +5,17 @@ import { parseHostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import type { IncomingReply, MigrateEvent, migrateRequest } from './api-schema.js';
-import { HostClient } from './client.js';
+import { HostApiError, HostClient } from './client.js';
 import type { HostDaemon } from './daemon.js';
 import type { EnclaveRecord } from './enclave-record.js';
 import { HttpError } from './http-util.js';
 
 type Outcome = Extract<EnclaveToHost, { type: 'migrated-out' | 'migration-failed' }>;
+type ResumeResult = Extract<EnclaveToHost, { type: 'resume-result' }>;
+
+/** How long a source in doubt waits for the destination's ABORT token before it stays paused. */
+const ABORT_TOKEN_WAIT_MS = 10_000;
+const ABORT_TOKEN_POLL_MS = 200;
 
 /**
  * Source-host side of `constmig migrate`: PREPARE on the destination host, tell the source enclave
@@ -87,10 +92,18 @@ export async function brokerMigration(
           clientGapMs: null,
         },
       });
+    } else if (result.resumed) {
+      record.state = 'running';
+      await destination.call('DELETE', `/v1/enclaves/${prepared.id}`).catch(() => {});
+      emit({ type: 'error', message: result.message, sourceServing: true });
     } else {
-      record.state = result.resumed ? 'running' : 'in-doubt';
-      if (result.resumed) await destination.call('DELETE', `/v1/enclaves/${prepared.id}`).catch(() => {});
-      emit({ type: 'error', message: result.message, sourceServing: result.resumed });
+      record.state = 'in-doubt';
+      const released = await releaseWithAbortToken(host, record, destination, prepared.id);
+      emit({
+        type: 'error',
+        message: `${result.message}; ${released.message}`,
+        sourceServing: released.serving,
+      });
     }
   } catch (err) {
     emit({ type: 'error', message: `source enclave failed: ${errorMessage(err)}`, sourceServing: false });
@@ -98,4 +111,54 @@ export async function brokerMigration(
     record.process.off('message', onMessage);
     res.end();
   }
+}
+
+/**
+ * Hands an in-doubt source the ABORT token its destination enclave minted, if it did. Only the
+ * source enclave can judge the token; a host that forges one gets a refusal and the source stays
+ * paused (DESIGN.md §2.4).
+ */
+export async function resumeInDoubt(
+  record: EnclaveRecord,
+  abortToken: string,
+): Promise<{ id: string; state: 'running'; message: string }> {
+  if (record.state !== 'in-doubt')
+    throw new HttpError(409, `enclave ${record.id} is ${record.state}, not in doubt`);
+  const requestId = randomBytes(8).toString('hex');
+  const result = record.process.waitFor(
+    (m): m is ResumeResult => m.type === 'resume-result' && m.requestId === requestId,
+  );
+  record.process.send({ type: 'resume', requestId, abortToken });
+  const reply = await result;
+  if (!reply.resumed) throw new HttpError(409, `the enclave refused to resume: ${reply.message}`);
+  record.state = 'running';
+  return { id: record.id, state: 'running', message: reply.message };
+}
+
+/** Waits for the destination's verdict: an ABORT token (the source may serve) or "it resumed". */
+async function releaseWithAbortToken(
+  host: HostDaemon,
+  record: EnclaveRecord,
+  destination: HostClient,
+  destinationId: string,
+): Promise<{ serving: boolean; message: string }> {
+  const deadline = monotonicMs() + ABORT_TOKEN_WAIT_MS;
+  while (monotonicMs() < deadline) {
+    try {
+      const { abortToken } = await destination.call<{ abortToken: string }>(
+        'GET',
+        `/v1/incoming/${destinationId}/abort-token`,
+      );
+      const resumed = await resumeInDoubt(record, abortToken);
+      host.log.warn({ id: record.id }, 'in-doubt source released by the destination ABORT token');
+      return { serving: true, message: `the destination never resumed; ${resumed.message}` };
+    } catch (err) {
+      if (err instanceof HostApiError && err.status === 409) {
+        return { serving: false, message: `no ABORT token: ${errorMessage(err)}` };
+      }
+      if (err instanceof HttpError) return { serving: false, message: errorMessage(err) };
+    }
+    await new Promise((resolve) => setTimeout(resolve, ABORT_TOKEN_POLL_MS));
+  }
+  return { serving: false, message: 'no ABORT token came from the destination; the source stays paused' };
 }

@@ -1,15 +1,18 @@
 import type { Opener, Sealer } from '../crypto/seal.js';
 import { FrameType } from '../wire/frame.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
-import { type ControlMessage, controlMessage } from './messages.js';
+import { type ControlMessage, controlMessage, TOKEN_MESSAGES } from './messages.js';
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
 
+const frameTypeOf = (message: ControlMessage): FrameType =>
+  TOKEN_MESSAGES.has(message.t) ? FrameType.Token : FrameType.Control;
+
 /** Seals a control message under the migration keys and sends it. */
 export function sendControl(channel: FramedSocket, sealer: Sealer, message: ControlMessage): Promise<void> {
-  return channel.send(sealer.seal({ type: FrameType.Control }, Buffer.from(JSON.stringify(message))));
+  return channel.send(sealer.seal({ type: frameTypeOf(message) }, Buffer.from(JSON.stringify(message))));
 }
 
 /** Opens, parses and validates a control message; any other frame here is a protocol violation. */
@@ -17,8 +20,9 @@ export function openControl(
   frame: Awaited<ReturnType<FramedSocket['next']>>,
   opener: Opener,
 ): ControlMessage {
-  if (frame.header.type !== FrameType.Control) {
-    throw new ProtocolError(`expected a control frame, got frame type ${frame.header.type}`);
+  const { type } = frame.header;
+  if (type !== FrameType.Control && type !== FrameType.Token) {
+    throw new ProtocolError(`expected a control or token frame, got frame type ${type}`);
   }
   const plaintext = opener.open(frame);
   if (!plaintext) throw new ProtocolError('control frame without payload');
@@ -31,6 +35,10 @@ export function openControl(
   const parsed = controlMessage.safeParse(json);
   if (!parsed.success)
     throw new ProtocolError(`malformed control message: ${parsed.error.issues[0]?.message}`);
+  // The frame type is authenticated with the message, so a mismatch is a peer bug, not an attacker.
+  if (frameTypeOf(parsed.data) !== type) {
+    throw new ProtocolError(`'${parsed.data.t}' arrived in a frame of type ${FrameType[type]}`);
+  }
   return parsed.data;
 }
 

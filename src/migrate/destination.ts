@@ -1,11 +1,13 @@
 import type net from 'node:net';
-import type { EnclaveApp } from '../apps/app.js';
+import { z } from 'zod';
+import type { AppSnapshot, EnclaveApp } from '../apps/app.js';
 import { handshake } from '../crypto/handshake.js';
 import { Opener, Sealer } from '../crypto/seal.js';
 import { PAGE_SIZE, SEGMENT_PAGES } from '../heap/constants.js';
 import { bitmapWords, PageBitmap } from '../heap/page-bitmap.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
+import type { AttestationPolicy } from '../tee/policy.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
@@ -14,13 +16,16 @@ import { ContentDigest } from './content-digest.js';
 import { openControl, ProtocolError, sendControl } from './control-channel.js';
 import { extentsOf } from './extents.js';
 import type { ControlOf } from './messages.js';
+import { metadataDigest } from './metadata-digest.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
+import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
 
 export interface DestinationDeps {
   heap: SecureHeap;
   app: EnclaveApp;
   appKind: string;
   tee: TeeBackend;
+  policy: AttestationPolicy;
   /** Re-opens allocator state from the heap pages that arrived (HeapAllocator.attach). */
   attachHeap: () => void;
 }
@@ -31,7 +36,15 @@ export interface DestinationDeps {
  */
 export type DestinationOutcome =
   | { kind: 'resumed'; resumedAtMs: number; pagesInstalled: number; commitDelivered: boolean }
-  | { kind: 'aborted'; message: string };
+  /**
+   * Never resumed and never will. `abortToken` (null if the handshake did not finish) lets a source
+   * that already sent START serve again; it was sent on the channel, and the runtime also hands it
+   * to its host in case the channel was gone.
+   */
+  | { kind: 'aborted'; message: string; abortToken: string | null };
+
+/** Destination phases; an ABORT token can be minted in every phase but the last. */
+export type DestinationPhase = 'handshake' | 'prefault' | 'receiving' | 'resuming' | 'resumed';
 
 /**
  * After sending an abort, keep reading (and dropping) what the source still sends until it closes:
@@ -55,11 +68,16 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
   const { heap } = deps;
   const channel = new FramedSocket(socket);
   const cpu = cpuMark();
+  let phase: DestinationPhase = 'handshake';
   let sealer: Sealer | undefined;
+  let minter: TokenMinter | undefined;
   try {
-    const keys = await handshake({ role: 'destination', channel, tee: deps.tee });
+    const keys = await handshake({ role: 'destination', channel, tee: deps.tee, policy: deps.policy });
     sealer = new Sealer(keys.sendKey, keys.migrationId);
     const opener = new Opener(keys.recvKey, keys.migrationId);
+    minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
+    const tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
+    phase = 'prefault';
 
     const prefault = openControl(await channel.next(), opener);
     if (prefault.t !== 'prefault') throw new ProtocolError(`expected PREFAULT, got '${prefault.t}'`);
@@ -75,6 +93,7 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
     }
     if (begin.app !== deps.appKind)
       throw new ProtocolError(`application mismatch: '${begin.app}' vs '${deps.appKind}'`);
+    phase = 'receiving';
 
     const digest = begin.verify ? new ContentDigest() : null;
     let pagesInstalled = 0;
@@ -96,11 +115,8 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
       start = message;
     }
 
-    if (start.pagesTotal !== pagesInstalled || pagesInstalled !== begin.allocatedPages) {
-      throw new ProtocolError(
-        `page count mismatch: announced ${begin.allocatedPages}, START names ${start.pagesTotal}, installed ${pagesInstalled}`,
-      );
-    }
+    phase = 'resuming';
+    const metadata = checkStart(tokens, start, begin, pagesInstalled);
     const ownDigest = digest?.hex() ?? null;
     if (ownDigest !== start.digest) {
       throw new ProtocolError(`content digest mismatch: source ${start.digest}, destination ${ownDigest}`);
@@ -109,7 +125,9 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
     // Pages that were never allocated did not travel; they hold nothing, so they are usable as they are.
     heap.present.setAll();
     deps.attachHeap();
-    deps.app.restore(start.snapshot);
+    deps.app.restore(parseSnapshot(start.snapshot));
+    // From here on this side serves: it must never mint an ABORT token again.
+    phase = 'resumed';
     deps.app.serve();
     const resumedAtMs = monotonicMs();
 
@@ -124,6 +142,11 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
         peakRssBytes: peakRssBytes(),
         cpuUserMs: usage.userMs,
         cpuSystemMs: usage.systemMs,
+        token: minter.commit({
+          pagesInstalled,
+          metadataDigest: metadata,
+          contentDigest: ownDigest === null ? null : Buffer.from(ownDigest, 'hex'),
+        }),
       });
       await channel.end();
     } catch {
@@ -133,14 +156,59 @@ export async function migrateIn(deps: DestinationDeps, socket: net.Socket): Prom
     return { kind: 'resumed', resumedAtMs, pagesInstalled, commitDelivered };
   } catch (err) {
     const message = errorMessage(err);
-    if (sealer) {
-      await sendControl(channel, sealer, { t: 'abort', reason: message.slice(0, 500) }).catch(() => {});
+    // Once the application may have served here, the source must never be released.
+    const abortToken = phase === 'resumed' ? null : (minter?.abort() ?? null);
+    if (sealer && abortToken) {
+      await sendControl(channel, sealer, {
+        t: 'abort',
+        reason: message.slice(0, 500),
+        token: abortToken,
+      }).catch(() => {});
       await discardUntilClosed(channel, ABORT_LINGER_MS);
     }
     channel.destroy();
-    return { kind: 'aborted', message };
+    return { kind: 'aborted', message, abortToken };
   }
 }
+
+/**
+ * START must carry a valid token over the page count and the metadata this side received, and the
+ * page count must be what arrived. Returns the metadata digest (COMMIT binds it too).
+ */
+function checkStart(
+  tokens: TokenVerifier,
+  start: ControlOf<'start'>,
+  begin: ControlOf<'begin'>,
+  pagesInstalled: number,
+): Buffer {
+  const metadata = metadataDigest(begin, start.snapshot);
+  if (metadata.toString('hex') !== start.metadataDigest) {
+    throw new TokenError('START names other metadata than this destination received');
+  }
+  tokens.checkStart(start.token, { pagesTotal: start.pagesTotal, metadataDigest: metadata });
+  if (start.pagesTotal !== pagesInstalled || pagesInstalled !== begin.allocatedPages) {
+    throw new ProtocolError(
+      `page count mismatch: announced ${begin.allocatedPages}, START names ${start.pagesTotal}, installed ${pagesInstalled}`,
+    );
+  }
+  return metadata;
+}
+
+function parseSnapshot(json: string): AppSnapshot {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    throw new ProtocolError('the application snapshot is not JSON');
+  }
+  const parsed = snapshotSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new ProtocolError(`malformed application snapshot: ${parsed.error.issues[0]?.message}`);
+  }
+  return parsed.data;
+}
+
+const snapshotSchema = z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]));
 
 /**
  * Writes one byte into each page the source announced, so the kernel backs them now rather than

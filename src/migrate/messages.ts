@@ -7,7 +7,10 @@ import { MIGRATION_MODES } from './modes.js';
  * or a compromised peer must not crash the receiver with a malformed shape.
  */
 const hex = z.string().regex(/^[0-9a-f]*$/);
-const snapshot = z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]));
+const digest = hex.length(64);
+const token = hex.length(64);
+/** The application snapshot is small by contract (roots into the heap and a few counters). */
+const MAX_SNAPSHOT_CHARS = 64 * 1024;
 
 export const controlMessage = z.discriminatedUnion('t', [
   /**
@@ -25,27 +28,38 @@ export const controlMessage = z.discriminatedUnion('t', [
     allocatedPages: z.number().int().nonnegative(),
     verify: z.boolean(),
   }),
-  /** START: the destination may resume once it holds every page this names. */
+  /**
+   * START (a token frame): the application stopped at the source; the destination may resume once it
+   * holds every page this names and the token verifies (tokens.ts). `snapshot` is the application's
+   * snapshot as JSON text, hashed as sent into the metadata digest.
+   */
   z.strictObject({
     t: z.literal('start'),
-    snapshot,
+    snapshot: z.string().max(MAX_SNAPSHOT_CHARS),
     stoppedAtMs: z.number(),
     pagesTotal: z.number().int().nonnegative(),
     framesTotal: z.number().int().nonnegative(),
-    digest: hex.length(64).nullable(),
+    metadataDigest: digest,
+    digest: digest.nullable(),
+    token,
   }),
+  /** COMMIT (a token frame): the destination holds every page and serves; the source self-destroys. */
   z.strictObject({
     t: z.literal('commit'),
     resumedAtMs: z.number(),
     pagesInstalled: z.number().int().nonnegative(),
-    digest: hex.length(64).nullable(),
+    digest: digest.nullable(),
     peakRssBytes: z.number().int().nonnegative(),
     cpuUserMs: z.number().nonnegative(),
     cpuSystemMs: z.number().nonnegative(),
+    token,
   }),
-  /** Sent by the destination before it resumes: it will not run, so the source may go on. */
-  z.strictObject({ t: z.literal('abort'), reason: z.string().max(500) }),
+  /** ABORT (a token frame): the destination has not resumed and never will, so the source may go on. */
+  z.strictObject({ t: z.literal('abort'), reason: z.string().max(500), token }),
 ]);
+
+/** The messages that carry a token travel in FrameType.Token frames, the others in Control frames. */
+export const TOKEN_MESSAGES: ReadonlySet<ControlMessage['t']> = new Set(['start', 'commit', 'abort']);
 
 export type ControlMessage = z.infer<typeof controlMessage>;
 export type ControlOf<T extends ControlMessage['t']> = Extract<ControlMessage, { t: T }>;

@@ -7,6 +7,7 @@ import type { HeapAllocator } from '../heap/allocator.js';
 import { PAGE_SIZE } from '../heap/constants.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
+import type { AttestationPolicy } from '../tee/policy.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
@@ -16,10 +17,12 @@ import { ContentDigest } from './content-digest.js';
 import { ProtocolError, receiveControl, sendControl } from './control-channel.js';
 import { extentsOf } from './extents.js';
 import type { ControlMessage } from './messages.js';
+import { metadataDigest } from './metadata-digest.js';
 import type { MigrationMode } from './modes.js';
 import { ProgressTicker } from './progress.js';
 import type { MigrationReport, PhaseTimes } from './report.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
+import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
 
 export interface SourceDeps {
   heap: SecureHeap;
@@ -27,6 +30,7 @@ export interface SourceDeps {
   app: EnclaveApp;
   appKind: string;
   tee: TeeBackend;
+  policy: AttestationPolicy;
 }
 
 export interface MigrateOutRequest {
@@ -52,7 +56,12 @@ export type SourcePhase = 'connecting' | 'handshake' | 'blackout' | 'awaiting-co
 export type SourceOutcome =
   | { kind: 'committed'; report: EnclaveReport }
   | { kind: 'aborted'; message: string }
-  | { kind: 'in-doubt'; message: string };
+  /**
+   * START went out and neither a valid COMMIT nor a valid ABORT came back. The application stays
+   * paused; `tokens` can still check an ABORT token the destination minted (relayed by the hosts),
+   * which is the only way back to serving.
+   */
+  | { kind: 'in-doubt'; message: string; tokens: TokenVerifier };
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -92,6 +101,7 @@ export async function migrateOut(
   let paused = false;
   let socket: net.Socket | undefined;
   let answer: PendingAnswer | undefined;
+  let tokens: TokenVerifier | undefined;
   try {
     socket = await connect(req.dataHost, req.dataPort);
     socket.write(encodePreamble(req.ticket));
@@ -100,9 +110,11 @@ export async function migrateOut(
     phase = 'handshake';
     mark('handshake');
     ticker.report('handshake', 0, 0, true);
-    const keys = await handshake({ role: 'source', channel, tee: deps.tee });
+    const keys = await handshake({ role: 'source', channel, tee: deps.tee, policy: deps.policy });
     const sealer = new Sealer(keys.sendKey, keys.migrationId);
     const opener = new Opener(keys.recvKey, keys.migrationId);
+    const minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
+    tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
 
     const { words } = deps.allocator.allocated;
     const bitmap = Buffer.from(words.buffer, words.byteOffset, words.byteLength).toString('base64');
@@ -119,14 +131,14 @@ export async function migrateOut(
     const allocated = deps.allocator.allocated;
     const allocatedPages = allocated.count();
     const bytesTotal = allocatedPages * PAGE_SIZE;
-    await sendControl(channel, sealer, {
-      t: 'begin',
+    const begin = {
       mode: req.mode,
       app: deps.appKind,
       heapBytes: deps.heap.byteLength,
       allocatedPages,
       verify: req.verify,
-    });
+    };
+    await sendControl(channel, sealer, { t: 'begin', ...begin });
 
     // The destination may refuse at any moment (a page failed to verify): watch for its answer while
     // sending, so an abort stops the transfer with its reason instead of a broken pipe.
@@ -147,20 +159,28 @@ export async function migrateOut(
     ticker.report('resume', bytesTotal, bytesTotal, true);
 
     const sourceDigest = digest?.hex() ?? null;
+    const snapshot = JSON.stringify(deps.app.snapshot());
+    const metadata = metadataDigest(begin, snapshot);
     await sendControl(channel, sealer, {
       t: 'start',
-      snapshot: deps.app.snapshot(),
+      snapshot,
       stoppedAtMs,
       pagesTotal: pagesSent,
       framesTotal: framesSent,
+      metadataDigest: metadata.toString('hex'),
       digest: sourceDigest,
+      token: minter.start({ pagesTotal: pagesSent, metadataDigest: metadata }),
     });
     phase = 'awaiting-commit';
     mark('startSent');
 
     const reply = await answer.promise;
-    if (reply.t === 'abort') throw new DestinationAbort(reply.reason);
+    if (reply.t === 'abort') {
+      tokens.checkAbort(reply.token);
+      throw new DestinationAbort(reply.reason);
+    }
     if (reply.t !== 'commit') throw new ProtocolError(`expected COMMIT, got '${reply.t}'`);
+    checkCommit(tokens, reply, { pagesSent, metadata, sourceDigest });
     mark('committed');
     phases.resumed = reply.resumedAtMs - t0;
     ticker.report('commit', bytesTotal, bytesTotal, true);
@@ -190,19 +210,44 @@ export async function migrateOut(
       startedAt: new Date(Date.now() - (monotonicMs() - t0)).toISOString(),
       phases: phases as PhaseTimes,
     };
-    keys.sendKey.fill(0);
-    keys.recvKey.fill(0);
+    for (const key of [keys.sendKey, keys.recvKey, keys.ownTokenKey, keys.peerTokenKey]) key.fill(0);
     await selfDestroy(deps);
     return { kind: 'committed', report };
   } catch (err) {
-    const message = errorMessage(answer?.abortReason() ?? err);
-    if (phase !== 'awaiting-commit' || answer?.abortReason()) {
+    if (phase !== 'awaiting-commit') {
       if (paused) deps.app.serve();
-      return { kind: 'aborted', message };
+      return { kind: 'aborted', message: errorMessage(answer?.abortReason() ?? err) };
     }
-    return { kind: 'in-doubt', message: `${message} (START was sent; the application stays paused)` };
+    // After START only a verified ABORT token lets the application serve again (checked above).
+    if (err instanceof DestinationAbort) {
+      deps.app.serve();
+      return { kind: 'aborted', message: err.message };
+    }
+    const message = `${errorMessage(err)} (START was sent; the application stays paused)`;
+    return { kind: 'in-doubt', message, tokens: tokens! };
   } finally {
     socket?.destroy();
+  }
+}
+
+/**
+ * COMMIT must carry a valid token over exactly what was sent; anything else leaves the outcome in
+ * doubt (the source neither serves nor destroys itself).
+ */
+function checkCommit(
+  tokens: TokenVerifier,
+  commit: Extract<ControlMessage, { t: 'commit' }>,
+  sent: { pagesSent: number; metadata: Buffer; sourceDigest: string | null },
+): void {
+  tokens.checkCommit(commit.token, {
+    pagesInstalled: commit.pagesInstalled,
+    metadataDigest: sent.metadata,
+    contentDigest: commit.digest === null ? null : Buffer.from(commit.digest, 'hex'),
+  });
+  if (commit.pagesInstalled !== sent.pagesSent || commit.digest !== sent.sourceDigest) {
+    throw new TokenError(
+      `COMMIT names ${commit.pagesInstalled} pages and digest ${commit.digest}, but ${sent.pagesSent} pages with digest ${sent.sourceDigest} were sent`,
+    );
   }
 }
 

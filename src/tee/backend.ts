@@ -1,63 +1,74 @@
-import { z } from 'zod';
-
 /** Bytes of caller data a report binds (SGX REPORTDATA and TDX REPORTDATA are both 64 bytes). */
 export const REPORT_DATA_BYTES = 64;
 
-/** What an enclave presents to its peer: who it is (measurement), on what platform, bound to reportData. */
-export interface Evidence {
+/** What the sim backend presents: a report signed by a platform key that a sim root certified. */
+export interface SimEvidence {
   backend: 'sim';
   /** Hex SHA-256 of the enclave's code (see computeMeasurement). */
   measurement: string;
   /** Hex, 64 bytes chosen by the caller (the handshake binds its transcript here). */
   reportData: string;
-  /** Base64 SPKI DER of the platform's Ed25519 key. */
+  /** Base64 SPKI DER of the platform's Ed25519 key (stands for the CPU). */
   platformKey: string;
-  /** Base64 signature of the platform key over the other fields. */
+  /** Base64 SPKI DER of the sim root's Ed25519 key (stands for the CPU vendor). */
+  root: string;
+  /** Base64 signature of the root over the platform key. */
+  platformCert: string;
+  /** Base64 signature of the platform key over every other field. */
   signature: string;
 }
 
+/** What the gramine backend presents: an SGX DCAP quote whose report data binds the handshake. */
+export interface GramineEvidence {
+  backend: 'gramine';
+  /** Base64 of the raw quote read from /dev/attestation/quote. */
+  quote: string;
+}
+
+export type Evidence = SimEvidence | GramineEvidence;
+export type TeeKind = Evidence['backend'];
+
+/** Who vouches for the peer's platform, as far as its evidence could be checked. */
+export type PlatformIdentity =
+  | { kind: 'sim'; root: string; platformKey: string }
+  | {
+      kind: 'sgx';
+      mrSigner: string;
+      isvProdId: number;
+      isvSvn: number;
+      debug: boolean;
+      /** Which QuoteVerifier judged the quote's signature chain, and its verdict. */
+      verifier: string;
+      tcbStatus: string;
+    };
+
+/** Evidence whose signatures and report-data binding were checked; trusting it is the policy's call. */
 export interface VerifiedEvidence {
-  backend: 'sim';
+  backend: TeeKind;
   measurement: string;
-  platformKey: string;
-  /** False when the backend gives no hardware protection (sim): policy may refuse such peers. */
+  platform: PlatformIdentity;
+  /** False when the backend gives no hardware protection (sim). */
   secure: boolean;
 }
 
 export interface TeeBackend {
-  readonly kind: 'sim';
+  readonly kind: TeeKind;
   readonly measurement: string;
   readonly secure: boolean;
   describe(): string;
   /** Evidence binding exactly REPORT_DATA_BYTES of caller data. */
   report(reportData: Buffer): Evidence;
-  /** Checks shape, signature and that the evidence binds expectedReportData; throws AttestationError. */
-  verify(evidence: unknown, expectedReportData: Buffer): VerifiedEvidence;
 }
 
 export class AttestationError extends Error {
   override name = 'AttestationError';
 }
 
-const lowerHex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`));
-/** Canonical base64 only, so that one value has one spelling (transcripts hash the string). */
-const canonicalBase64 = (maxChars: number) =>
-  z
-    .string()
-    .max(maxChars)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
-    .refine((text) => Buffer.from(text, 'base64').toString('base64') === text, 'not canonical base64');
-
-/** The wire shape of evidence, with bounds, before any signature is checked. */
-export const evidenceSchema = z
-  .object({
-    backend: z.literal('sim'),
-    measurement: lowerHex(32),
-    reportData: lowerHex(REPORT_DATA_BYTES),
-    platformKey: canonicalBase64(256),
-    signature: canonicalBase64(256),
-  })
-  .strict();
+export function checkReportData(reportData: Buffer): void {
+  if (reportData.length !== REPORT_DATA_BYTES) {
+    throw new AttestationError(`report data must be ${REPORT_DATA_BYTES} bytes, got ${reportData.length}`);
+  }
+}
 
 /** Length-prefixed UTF-8 fields under a label: an unambiguous byte string for signing and hashing. */
 export function encodeFields(label: string, fields: readonly string[]): Buffer {
@@ -69,10 +80,4 @@ export function encodeFields(label: string, fields: readonly string[]): Buffer {
     parts.push(length, bytes);
   }
   return Buffer.concat(parts);
-}
-
-/** The canonical encoding of a whole piece of evidence, signature included (for transcripts). */
-export function encodeEvidence(evidence: Evidence): Buffer {
-  const { backend, measurement, reportData, platformKey, signature } = evidence;
-  return encodeFields('constmig-evidence-v1', [backend, measurement, reportData, platformKey, signature]);
 }

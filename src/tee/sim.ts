@@ -1,139 +1,158 @@
-import {
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  type KeyObject,
-  sign,
-  timingSafeEqual,
-  verify,
-} from 'node:crypto';
+import { createPublicKey, type KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
+import { z } from 'zod';
 import {
   AttestationError,
-  type Evidence,
+  checkReportData,
   encodeFields,
-  evidenceSchema,
   REPORT_DATA_BYTES,
+  type SimEvidence,
   type TeeBackend,
   type VerifiedEvidence,
 } from './backend.js';
+import { importEd25519PrivateKey, platformCertPayload, spkiBase64 } from './sim-root.js';
 
 const MEASUREMENT_PATTERN = /^[0-9a-f]{64}$/;
 
-/** A new Ed25519 platform key; the host daemon makes one per host and hands it to its enclaves. */
-export function generatePlatformKey(): { privateKeyPem: string; publicKeyPem: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  return {
-    privateKeyPem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-    publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }).toString(),
-  };
-}
+const lowerHex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`));
+/** Canonical base64 only, so that one value has one spelling (transcripts hash the string). */
+export const canonicalBase64 = (maxChars: number) =>
+  z
+    .string()
+    .max(maxChars)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+    .refine((text) => Buffer.from(text, 'base64').toString('base64') === text, 'not canonical base64');
+
+/** The wire shape of sim evidence, with bounds, before any signature is checked. */
+export const simEvidenceSchema = z.strictObject({
+  backend: z.literal('sim'),
+  measurement: lowerHex(32),
+  reportData: lowerHex(REPORT_DATA_BYTES),
+  platformKey: canonicalBase64(256),
+  root: canonicalBase64(256),
+  platformCert: canonicalBase64(256),
+  signature: canonicalBase64(256),
+});
 
 /** What the platform key signs: every field of the evidence but the signature. */
-function signedPayload(evidence: Omit<Evidence, 'signature'>): Buffer {
-  const { backend, measurement, reportData, platformKey } = evidence;
-  return encodeFields('constmig-sim-report-v1', [backend, measurement, reportData, platformKey]);
+function signedPayload(evidence: Omit<SimEvidence, 'signature'>): Buffer {
+  const { backend, measurement, reportData, platformKey, root, platformCert } = evidence;
+  return encodeFields('constmig-sim-report-v2', [
+    backend,
+    measurement,
+    reportData,
+    platformKey,
+    root,
+    platformCert,
+  ]);
 }
 
-function importPlatformPublicKey(spkiBase64: string): KeyObject {
+function importEd25519PublicKey(spkiBase64Text: string, what: string): KeyObject {
   let key: KeyObject;
   try {
-    key = createPublicKey({ key: Buffer.from(spkiBase64, 'base64'), format: 'der', type: 'spki' });
+    key = createPublicKey({ key: Buffer.from(spkiBase64Text, 'base64'), format: 'der', type: 'spki' });
   } catch {
-    throw new AttestationError('evidence platform key is not a valid SPKI public key');
+    throw new AttestationError(`${what} is not a valid SPKI public key`);
   }
   if (key.asymmetricKeyType !== 'ed25519') {
-    throw new AttestationError(`evidence platform key is ${key.asymmetricKeyType}, expected ed25519`);
+    throw new AttestationError(`${what} is ${key.asymmetricKeyType}, expected ed25519`);
   }
   return key;
 }
 
-function checkReportData(reportData: Buffer): void {
-  if (reportData.length !== REPORT_DATA_BYTES) {
-    throw new AttestationError(`report data must be ${REPORT_DATA_BYTES} bytes, got ${reportData.length}`);
+function checkPlatformCert(root: string, platformKey: string, platformCert: string): void {
+  const rootKey = importEd25519PublicKey(root, 'sim root key');
+  if (!verify(null, platformCertPayload(platformKey), rootKey, Buffer.from(platformCert, 'base64'))) {
+    throw new AttestationError('platform certificate does not verify under the sim root it names');
   }
+}
+
+export interface SimTeeOptions {
+  platformPrivateKeyPem: string;
+  /** The sim root's certificate of this platform key (certifyPlatformKey). */
+  platformCert: string;
+  /** Base64 SPKI of the sim root that issued platformCert. */
+  root: string;
+  measurement: string;
 }
 
 /**
  * A software enclave for development and CI. It is NOT secure: the "platform key" that stands for the
  * CPU is an ordinary key in the host daemon's state directory, the enclave's memory is ordinary
  * process memory, and the measurement is computed by the very code it measures. Anyone with the host
- * can read the heap, and anyone with the platform key can forge evidence. It exists so that the
- * protocol (binding, verification, policy) is exercised exactly as with real hardware.
+ * can read the heap, and anyone with a platform key the root certified can forge evidence. It exists
+ * so that the protocol (binding, verification, policy) is exercised exactly as with real hardware.
  */
 export class SimTee implements TeeBackend {
   readonly kind = 'sim' as const;
   readonly secure = false;
   readonly #platformKey: KeyObject;
-  readonly #platformKeySpki: string;
+  readonly #identity: Pick<SimEvidence, 'platformKey' | 'root' | 'platformCert'>;
 
   private constructor(
     platformKey: KeyObject,
+    identity: Pick<SimEvidence, 'platformKey' | 'root' | 'platformCert'>,
     readonly measurement: string,
   ) {
     this.#platformKey = platformKey;
-    this.#platformKeySpki = createPublicKey(platformKey)
-      .export({ format: 'der', type: 'spki' })
-      .toString('base64');
+    this.#identity = identity;
   }
 
-  static create(opts: { platformPrivateKeyPem: string; measurement: string }): SimTee {
+  static create(opts: SimTeeOptions): SimTee {
     if (!MEASUREMENT_PATTERN.test(opts.measurement)) {
       throw new AttestationError('measurement must be 64 lowercase hex digits (a SHA-256)');
     }
-    let key: KeyObject;
-    try {
-      key = createPrivateKey(opts.platformPrivateKeyPem);
-    } catch {
-      throw new AttestationError('platform private key is not a valid PEM private key');
-    }
-    if (key.asymmetricKeyType !== 'ed25519') {
-      throw new AttestationError(`platform key is ${key.asymmetricKeyType}, expected ed25519`);
-    }
-    return new SimTee(key, opts.measurement);
+    const key = importEd25519PrivateKey(opts.platformPrivateKeyPem, 'platform key');
+    const platformKey = spkiBase64(key);
+    // A host configured with a certificate for another key would only fail later, at the peer.
+    checkPlatformCert(opts.root, platformKey, opts.platformCert);
+    return new SimTee(
+      key,
+      { platformKey, root: opts.root, platformCert: opts.platformCert },
+      opts.measurement,
+    );
   }
 
   describe(): string {
     return 'sim (simulated enclave: NO hardware protection)';
   }
 
-  report(reportData: Buffer): Evidence {
+  report(reportData: Buffer): SimEvidence {
     checkReportData(reportData);
     const unsigned = {
       backend: this.kind,
       measurement: this.measurement,
       reportData: reportData.toString('hex'),
-      platformKey: this.#platformKeySpki,
+      ...this.#identity,
     };
     const signature = sign(null, signedPayload(unsigned), this.#platformKey).toString('base64');
     return { ...unsigned, signature };
   }
+}
 
-  /**
-   * Accepts any well-formed evidence signed by the platform key it names: which platform keys to
-   * trust is policy, so the key is returned for the caller to decide (trust roots come later).
-   */
-  verify(evidence: unknown, expectedReportData: Buffer): VerifiedEvidence {
-    checkReportData(expectedReportData);
-    const parsed = evidenceSchema.safeParse(evidence);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new AttestationError(
-        `malformed evidence: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
-      );
-    }
-    const { signature, ...unsigned } = parsed.data;
-    const publicKey = importPlatformPublicKey(unsigned.platformKey);
-    if (!verify(null, signedPayload(unsigned), publicKey, Buffer.from(signature, 'base64'))) {
-      throw new AttestationError('evidence signature does not verify under its platform key');
-    }
-    if (!timingSafeEqual(Buffer.from(unsigned.reportData, 'hex'), expectedReportData)) {
-      throw new AttestationError('evidence is bound to different report data (not this handshake)');
-    }
-    return {
-      backend: unsigned.backend,
-      measurement: unsigned.measurement,
-      platformKey: unsigned.platformKey,
-      secure: false,
-    };
+/**
+ * Checks shape, the root's certificate of the platform key, the platform's signature and that the
+ * evidence binds expectedReportData. Whether the root is trusted is the policy's decision.
+ */
+export function verifySimEvidence(evidence: unknown, expectedReportData: Buffer): VerifiedEvidence {
+  checkReportData(expectedReportData);
+  const parsed = simEvidenceSchema.safeParse(evidence);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new AttestationError(`malformed evidence: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
   }
+  const { signature, ...unsigned } = parsed.data;
+  checkPlatformCert(unsigned.root, unsigned.platformKey, unsigned.platformCert);
+  const platformKey = importEd25519PublicKey(unsigned.platformKey, 'evidence platform key');
+  if (!verify(null, signedPayload(unsigned), platformKey, Buffer.from(signature, 'base64'))) {
+    throw new AttestationError('evidence signature does not verify under its platform key');
+  }
+  if (!timingSafeEqual(Buffer.from(unsigned.reportData, 'hex'), expectedReportData)) {
+    throw new AttestationError('evidence is bound to different report data (not this handshake)');
+  }
+  return {
+    backend: 'sim',
+    measurement: unsigned.measurement,
+    platform: { kind: 'sim', root: unsigned.root, platformKey: unsigned.platformKey },
+    secure: false,
+  };
 }

@@ -23,6 +23,8 @@ export enum FrameType {
   Confirm = 3,
   Control = 16,
   Pages = 17,
+  /** A sealed control message that carries a migration token (START, COMMIT, ABORT). */
+  Token = 18,
 }
 
 const FLAG_SEALED = 0x01;

@@ -3,18 +3,20 @@ import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { HandshakeError, handshake, type SessionKeys } from '../../src/crypto/handshake.js';
 import { IntegrityError, Opener, Sealer } from '../../src/crypto/seal.js';
-import type { Evidence, TeeBackend } from '../../src/tee/backend.js';
-import { generatePlatformKey, SimTee } from '../../src/tee/sim.js';
+import type { Evidence, SimEvidence, TeeBackend } from '../../src/tee/backend.js';
+import type { AttestationPolicy } from '../../src/tee/policy.js';
+import type { SimTee } from '../../src/tee/sim.js';
 import { type Frame, FrameReader, FrameType, plainFrame } from '../../src/wire/frame.js';
 import { FramedSocket } from '../../src/wire/framed-socket.js';
+import { newSimRoot, newSimTee, testPolicy } from '../helpers/sim-tee.js';
 import { tcpPair } from '../wire/tcp-pair.js';
 
 const MEASUREMENT = '5e'.repeat(32);
 const TIMEOUT_MS = 3000;
 
-/** Each host has its own platform key; the enclaves run the same code. */
+/** Each host has its own platform key, certified by the test root; the enclaves run the same code. */
 function newTee(measurement = MEASUREMENT): SimTee {
-  return SimTee.create({ platformPrivateKeyPem: generatePlatformKey().privateKeyPem, measurement });
+  return newSimTee(measurement);
 }
 
 interface Link {
@@ -84,10 +86,10 @@ interface Outcome {
 async function runHandshake(
   link: Link,
   tees: { source?: TeeBackend; destination?: TeeBackend } = {},
-  acceptPeer?: Parameters<typeof handshake>[0]['acceptPeer'],
+  policy: AttestationPolicy = testPolicy(),
 ): Promise<Outcome> {
   const side = (role: 'source' | 'destination', channel: FramedSocket, tee: TeeBackend) =>
-    handshake({ role, channel, tee, acceptPeer, timeoutMs: TIMEOUT_MS }).catch((err: unknown) => {
+    handshake({ role, channel, tee, policy, timeoutMs: TIMEOUT_MS }).catch((err: unknown) => {
       channel.destroy();
       throw err;
     });
@@ -128,11 +130,11 @@ function tamperingTee(inner: TeeBackend, tamper: (evidence: Evidence) => Evidenc
     secure: inner.secure,
     describe: () => inner.describe(),
     report: (reportData) => tamper(inner.report(reportData)),
-    verify: (evidence, expected) => inner.verify(evidence, expected),
   };
 }
 
 function flipSignatureBit(evidence: Evidence): Evidence {
+  assert.equal(evidence.backend, 'sim');
   const signature = Buffer.from(evidence.signature, 'base64');
   signature[10]! ^= 0x04;
   return { ...evidence, signature: signature.toString('base64') };
@@ -159,8 +161,13 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
       assert.deepEqual(source.sendKey, destination.recvKey);
       assert.deepEqual(source.recvKey, destination.sendKey);
       assert.notDeepEqual(source.sendKey, source.recvKey);
-      assert.equal(source.peer.platformKey, destinationTee.report(Buffer.alloc(64)).platformKey);
-      assert.equal(destination.peer.platformKey, sourceTee.report(Buffer.alloc(64)).platformKey);
+      const platformOf = (tee: SimTee) => ({
+        kind: 'sim',
+        root: tee.report(Buffer.alloc(64)).root,
+        platformKey: tee.report(Buffer.alloc(64)).platformKey,
+      });
+      assert.deepEqual(source.peer.platform, platformOf(destinationTee));
+      assert.deepEqual(destination.peer.platform, platformOf(sourceTee));
       assert.equal(source.peer.measurement, MEASUREMENT);
       assert.equal(destination.peer.secure, false);
 
@@ -199,21 +206,27 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
 
   test('rejected when the measurements differ', async () => {
     const outcome = await runHandshake(await directLink(), { source: newTee('00'.repeat(32)) });
-    assertRejected(outcome.destination, /measurement 0{64} differs/);
+    assertRejected(
+      outcome.destination,
+      /source refused by policy: measurement (5e){32} may not receive from 0{64}/,
+    );
     assertRejected(outcome.source, /closed/);
   });
 
-  test('acceptPeer decides: it may allow another measurement or refuse with its own error', async () => {
-    const allowAll = (): void => {};
-    const allowed = await runHandshake(await directLink(), { source: newTee('00'.repeat(32)) }, allowAll);
-    assert.equal(keysOf(allowed.destination).peer.measurement, '00'.repeat(32));
-    assert.equal(keysOf(allowed.source).peer.measurement, MEASUREMENT);
+  test('rejected when the peer platform is certified by a root the policy does not trust', async () => {
+    const outcome = await runHandshake(await directLink(), {
+      source: newSimTee(MEASUREMENT, newSimRoot()),
+    });
+    assertRejected(outcome.destination, /source refused by policy: sim root [0-9a-f]{16} is not trusted/);
+  });
 
-    const refuse = (): void => {
-      throw new Error('platform not on the allow list');
-    };
-    const refused = await runHandshake(await directLink(), {}, refuse);
-    assertRejected(refused.destination, /refused by policy: platform not on the allow list/);
+  test('a policy without sim platforms refuses sim peers on both sides', async () => {
+    const noSim = testPolicy({ version: 1, platforms: {} });
+    const outcome = await runHandshake(await directLink(), {}, noSim);
+    assertRejected(
+      outcome.destination,
+      /source refused by policy: simulated \(sim\) platforms are not trusted/,
+    );
   });
 
   test('rejected when the source evidence signature is bit-flipped', async () => {
@@ -232,8 +245,11 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
   });
 
   test('rejected when evidence claims another measurement than it was signed with', async () => {
-    const lie = (evidence: Evidence): Evidence => ({ ...evidence, measurement: '00'.repeat(32) });
-    const outcome = await runHandshake(await directLink(), { source: tamperingTee(newTee(), lie) }, () => {});
+    const lie = (evidence: Evidence): Evidence => ({
+      ...(evidence as SimEvidence),
+      measurement: '00'.repeat(32),
+    });
+    const outcome = await runHandshake(await directLink(), { source: tamperingTee(newTee(), lie) });
     assertRejected(outcome.destination, /source evidence rejected: .*signature/);
   });
 
@@ -370,7 +386,13 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
       try {
         await link.destination.send(frame);
         await assert.rejects(
-          handshake({ role: 'source', channel: link.source, tee: newTee(), timeoutMs: TIMEOUT_MS }),
+          handshake({
+            role: 'source',
+            channel: link.source,
+            tee: newTee(),
+            policy: testPolicy(),
+            timeoutMs: TIMEOUT_MS,
+          }),
           (err: Error) => err instanceof HandshakeError && message.test(err.message),
           name,
         );
@@ -387,7 +409,13 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
         jsonFrame(FrameType.Hello, { v: 1, pub: Buffer.alloc(32).toString('base64'), nonce: x25519Pub() }),
       );
       await assert.rejects(
-        handshake({ role: 'source', channel: link.source, tee: newTee(), timeoutMs: TIMEOUT_MS }),
+        handshake({
+          role: 'source',
+          channel: link.source,
+          tee: newTee(),
+          policy: testPolicy(),
+          timeoutMs: TIMEOUT_MS,
+        }),
         /peer X25519 public key is unusable/,
       );
     } finally {
@@ -399,7 +427,13 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
     const link = await directLink();
     try {
       await assert.rejects(
-        handshake({ role: 'source', channel: link.source, tee: newTee(), timeoutMs: 150 }),
+        handshake({
+          role: 'source',
+          channel: link.source,
+          tee: newTee(),
+          policy: testPolicy(),
+          timeoutMs: 150,
+        }),
         /handshake timed out after 150 ms/,
       );
       await link.destination.send(jsonFrame(FrameType.Control, { still: 'open' }));
@@ -417,8 +451,20 @@ async function runHandshakeKeepingLink(
   destinationTee: TeeBackend,
 ): Promise<{ source: SessionKeys; destination: SessionKeys }> {
   const [source, destination] = await Promise.all([
-    handshake({ role: 'source', channel: link.source, tee: sourceTee, timeoutMs: TIMEOUT_MS }),
-    handshake({ role: 'destination', channel: link.destination, tee: destinationTee, timeoutMs: TIMEOUT_MS }),
+    handshake({
+      role: 'source',
+      channel: link.source,
+      tee: sourceTee,
+      policy: testPolicy(),
+      timeoutMs: TIMEOUT_MS,
+    }),
+    handshake({
+      role: 'destination',
+      channel: link.destination,
+      tee: destinationTee,
+      policy: testPolicy(),
+      timeoutMs: TIMEOUT_MS,
+    }),
   ]);
   return { source, destination };
 }

@@ -12,7 +12,12 @@ export interface HostCommandOptions {
   peerPort?: string;
   tokenFile?: string;
   stateDir?: string;
+  simRootKey?: string;
+  policy?: string;
 }
+
+/** Hosts on one machine share this sim root by default, so that they trust each other out of the box. */
+export const DEFAULT_SIM_ROOT_KEY = path.join(os.tmpdir(), 'constmig', 'sim-root-key.pem');
 
 export async function hostCommand(options: HostCommandOptions): Promise<void> {
   const listen = parseHostPort(options.listen, '--listen');
@@ -24,6 +29,8 @@ export async function hostCommand(options: HostCommandOptions): Promise<void> {
     peerPort: options.peerPort === undefined ? null : portOption(options.peerPort, '--peer-port'),
     stateDir,
     token: options.tokenFile ? loadOrCreateToken(options.tokenFile) : null,
+    simRootKeyFile: options.simRootKey ?? DEFAULT_SIM_ROOT_KEY,
+    policyFile: options.policy,
   });
   try {
     await daemon.start();

@@ -1,0 +1,38 @@
+import { z } from 'zod';
+import { AttestationError, encodeFields, type Evidence, type VerifiedEvidence } from './backend.js';
+import { canonicalBase64, simEvidenceSchema, verifySimEvidence } from './sim.js';
+
+/** Evidence of any backend, as the handshake carries it; each backend's schema bounds its fields. */
+export const evidenceSchema = z.discriminatedUnion('backend', [
+  simEvidenceSchema,
+  z.strictObject({ backend: z.literal('gramine'), quote: canonicalBase64(16 * 1024) }),
+]);
+
+/** The canonical encoding of a whole piece of evidence, signature included (for transcripts). */
+export function encodeEvidence(evidence: Evidence): Buffer {
+  if (evidence.backend === 'gramine')
+    return encodeFields('constmig-evidence-v1', ['gramine', evidence.quote]);
+  const { backend, measurement, reportData, platformKey, root, platformCert, signature } = evidence;
+  return encodeFields('constmig-evidence-v1', [
+    backend,
+    measurement,
+    reportData,
+    platformKey,
+    root,
+    platformCert,
+    signature,
+  ]);
+}
+
+/**
+ * Checks a peer's evidence with the verifier of its own backend, whatever ours is: signatures, the
+ * chain to its root, and that it binds expectedReportData. Throws AttestationError.
+ */
+export function verifyEvidence(evidence: Evidence, expectedReportData: Buffer): VerifiedEvidence {
+  switch (evidence.backend) {
+    case 'sim':
+      return verifySimEvidence(evidence, expectedReportData);
+    case 'gramine':
+      throw new AttestationError('gramine evidence cannot be verified yet: no quote verifier is configured');
+  }
+}
