@@ -7,7 +7,10 @@ import type { ControlOf } from './messages.js';
  * swap the snapshot, shrink the page set or change the heap geometry between the two enclaves
  * without the START token failing.
  */
-export function metadataDigest(begin: Omit<ControlOf<'begin'>, 't'> & { t?: 'begin' }, snapshotJson: string): Buffer {
+export function metadataDigest(
+  begin: Omit<ControlOf<'begin'>, 't'> & { t?: 'begin' },
+  snapshotJson: string,
+): Buffer {
   const hash = createHash('sha256').update('constmig/v1/metadata\0');
   const field = (text: string): void => {
     const data = Buffer.from(text, 'utf8');
