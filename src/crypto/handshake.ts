@@ -93,7 +93,7 @@ function verifyPeer(
 ): VerifiedEvidence {
   let peer: VerifiedEvidence;
   try {
-    peer = verifyEvidence(evidence, reportDataFor(peerRole, transcriptHash));
+    peer = verifyEvidence(evidence, reportDataFor(peerRole, transcriptHash), opts.policy.quoteVerifier);
   } catch (err) {
     throw new HandshakeError(`${peerRole} evidence rejected: ${errorMessage(err)}`, { cause: err });
   }

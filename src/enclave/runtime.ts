@@ -11,9 +11,9 @@ import { migrateOut } from '../migrate/source.js';
 import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
 import { computeMeasurement } from '../tee/measurement.js';
-import { AttestationPolicy } from '../tee/policy.js';
-import { SimTee } from '../tee/sim.js';
+import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
+import { setUpTee } from './tee-setup.js';
 import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
 
 /**
@@ -76,9 +76,7 @@ export class EnclaveRuntime {
     this.config = message.config;
     try {
       const measurement = computeMeasurement(BUNDLE_DIR, process.version);
-      const { platformPrivateKeyPem, platformCert, root } = message.tee;
-      this.tee = SimTee.create({ platformPrivateKeyPem, platformCert, root, measurement });
-      this.policy = AttestationPolicy.parse(message.policy);
+      ({ tee: this.tee, policy: this.policy } = setUpTee(message, measurement));
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
       this.heap = SecureHeap.create(message.config.heapBytes);
       this.app = createApp(message.config.app, this.appContext());
@@ -97,7 +95,7 @@ export class EnclaveRuntime {
       }
       await this.send({
         type: 'ready',
-        measurement,
+        measurement: this.tee.measurement,
         tee: this.tee.describe(),
         teeSecure: this.tee.secure,
         appPort: message.config.port,

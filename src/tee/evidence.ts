@@ -1,12 +1,11 @@
 import { z } from 'zod';
-import { AttestationError, encodeFields, type Evidence, type VerifiedEvidence } from './backend.js';
-import { canonicalBase64, simEvidenceSchema, verifySimEvidence } from './sim.js';
+import { encodeFields, type Evidence, type VerifiedEvidence } from './backend.js';
+import { gramineEvidenceSchema, verifyGramineEvidence } from './gramine.js';
+import type { QuoteVerifier } from './quote-verifier.js';
+import { simEvidenceSchema, verifySimEvidence } from './sim.js';
 
 /** Evidence of any backend, as the handshake carries it; each backend's schema bounds its fields. */
-export const evidenceSchema = z.discriminatedUnion('backend', [
-  simEvidenceSchema,
-  z.strictObject({ backend: z.literal('gramine'), quote: canonicalBase64(16 * 1024) }),
-]);
+export const evidenceSchema = z.discriminatedUnion('backend', [simEvidenceSchema, gramineEvidenceSchema]);
 
 /** The canonical encoding of a whole piece of evidence, signature included (for transcripts). */
 export function encodeEvidence(evidence: Evidence): Buffer {
@@ -26,13 +25,18 @@ export function encodeEvidence(evidence: Evidence): Buffer {
 
 /**
  * Checks a peer's evidence with the verifier of its own backend, whatever ours is: signatures, the
- * chain to its root, and that it binds expectedReportData. Throws AttestationError.
+ * chain to its root (for SGX quotes: the pluggable quoteVerifier), and that it binds
+ * expectedReportData. Throws AttestationError.
  */
-export function verifyEvidence(evidence: Evidence, expectedReportData: Buffer): VerifiedEvidence {
+export function verifyEvidence(
+  evidence: Evidence,
+  expectedReportData: Buffer,
+  quoteVerifier: QuoteVerifier,
+): VerifiedEvidence {
   switch (evidence.backend) {
     case 'sim':
       return verifySimEvidence(evidence, expectedReportData);
     case 'gramine':
-      throw new AttestationError('gramine evidence cannot be verified yet: no quote verifier is configured');
+      return verifyGramineEvidence(evidence, expectedReportData, quoteVerifier);
   }
 }

@@ -9,45 +9,27 @@ import path from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { errorMessage } from '../util/errors.js';
-import { AttestationError, REPORT_DATA_BYTES } from './backend.js';
+import {
+  AttestationError,
+  checkReportData,
+  type GramineEvidence,
+  REPORT_DATA_BYTES,
+  type TeeBackend,
+  type VerifiedEvidence,
+} from './backend.js';
 import type { QuoteVerifier } from './quote-verifier.js';
+import { canonicalBase64 } from './schema.js';
 import { parseSgxQuote, type SgxQuote } from './sgx-quote.js';
 
-export interface GramineEvidence {
+/** What the gramine backend verified: measurement = MRENCLAVE, platform = the SGX identity. */
+export type VerifiedSgx = VerifiedEvidence & {
   backend: 'gramine';
-  /** Canonical base64 of the raw DCAP quote. */
-  quote: string;
-}
-
-export interface VerifiedSgx {
-  backend: 'gramine';
-  /** MRENCLAVE, hex. */
-  measurement: string;
-  platform: {
-    kind: 'sgx';
-    mrSigner: string;
-    isvProdId: number;
-    isvSvn: number;
-    /** A debug enclave's memory is readable by its host: policy should refuse it in production. */
-    debug: boolean;
-    /** Which QuoteVerifier accepted the quote ('none' means: nothing was verified). */
-    verifier: string;
-    tcbStatus: string;
-  };
+  platform: Extract<VerifiedEvidence['platform'], { kind: 'sgx' }>;
   secure: true;
-}
+};
 
 /** DCAP quotes with a PCK chain are ~5 KiB; the bound keeps a hostile peer from making us parse more. */
 export const MAX_QUOTE_BYTES = 16 * 1024;
-
-/** Canonical base64 only, so that one quote has one spelling (transcripts hash the evidence). */
-const canonicalBase64 = (maxBytes: number) =>
-  z
-    .string()
-    .max(4 * Math.ceil(maxBytes / 3))
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
-    .refine((text) => Buffer.from(text, 'base64').toString('base64') === text, 'not canonical base64')
-    .refine((text) => Buffer.from(text, 'base64').length <= maxBytes, `longer than ${maxBytes} bytes`);
 
 export const gramineEvidenceSchema = z.strictObject({
   backend: z.literal('gramine'),
@@ -55,12 +37,6 @@ export const gramineEvidenceSchema = z.strictObject({
 });
 
 const DEFAULT_ATTESTATION_DIR = '/dev/attestation';
-
-function checkReportData(reportData: Buffer): void {
-  if (reportData.length !== REPORT_DATA_BYTES) {
-    throw new AttestationError(`report data must be ${REPORT_DATA_BYTES} bytes, got ${reportData.length}`);
-  }
-}
 
 function isDirectory(dir: string): boolean {
   try {
@@ -103,7 +79,7 @@ function takeQuote(dir: string, reportData: Buffer): { raw: Buffer; quote: SgxQu
  * An enclave's side of the backend. It is only as secure as the manifest that built it: the
  * measurement covers the files the manifest lists as trusted, and a debug enclave is not confidential.
  */
-export class GramineTee {
+export class GramineTee implements TeeBackend {
   readonly kind = 'gramine' as const;
   readonly secure = true as const;
   readonly measurement: string;

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import type { Role } from '../crypto/key-schedule.js';
 import { UserError } from '../util/errors.js';
 import { AttestationError, encodeFields, type VerifiedEvidence } from './backend.js';
-import { canonicalBase64 } from './sim.js';
+import { attestationKeyOnlyVerifier, type QuoteVerifier, untrustedQuoteVerifier } from './quote-verifier.js';
+import { canonicalBase64 } from './schema.js';
 
 /**
  * The attestation policy: which measurements may migrate to which, and which platforms are trusted.
@@ -14,13 +15,13 @@ import { canonicalBase64 } from './sim.js';
  */
 
 const measurement = z.string().regex(/^[0-9a-f]{64}$/, 'a measurement is 64 lowercase hex digits');
-const ed25519Spki = canonicalBase64(256);
+const ed25519Spki = canonicalBase64(128);
 
 const upgrade = z.strictObject({
   from: measurement,
   to: measurement,
   /** Base64 Ed25519 signature by one of `imageSigners` over upgradePayload(from, to). */
-  signature: canonicalBase64(256),
+  signature: canonicalBase64(128),
 });
 
 export const policySchema = z.strictObject({
@@ -44,6 +45,12 @@ export const policySchema = z.strictObject({
         isvProdId: z.number().int().min(0).max(0xffff).optional(),
         minIsvSvn: z.number().int().min(0).max(0xffff).default(0),
         allowDebug: z.boolean().default(false),
+        /**
+         * Who checks a quote's signature chain. Neither built-in verifier proves genuine hardware
+         * (docs/gramine.md), so each needs insecureAcceptUnverifiedQuotes: true to accept anything.
+         */
+        quoteVerifier: z.enum(['none', 'attestation-key-only']).default('attestation-key-only'),
+        insecureAcceptUnverifiedQuotes: z.literal(true).optional(),
       })
       .optional(),
   }),
@@ -124,6 +131,15 @@ export class AttestationPolicy {
   /** Without a policy file: the same image only, on sim platforms of this host's own sim root. */
   static sameImageOnSimRoot(root: string): AttestationPolicy {
     return AttestationPolicy.parse({ version: 1, platforms: { sim: { roots: [root] } } });
+  }
+
+  /** The verifier of SGX quotes; without an sgx section it refuses every quote. */
+  get quoteVerifier(): QuoteVerifier {
+    const sgx = this.document.platforms.sgx;
+    const optIn = sgx?.insecureAcceptUnverifiedQuotes
+      ? { insecureAcceptUnverifiedQuotes: true as const }
+      : undefined;
+    return sgx?.quoteVerifier === 'none' ? untrustedQuoteVerifier(optIn) : attestationKeyOnlyVerifier(optIn);
   }
 
   /**

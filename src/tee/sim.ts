@@ -9,28 +9,24 @@ import {
   type TeeBackend,
   type VerifiedEvidence,
 } from './backend.js';
+import { canonicalBase64 } from './schema.js';
 import { importEd25519PrivateKey, platformCertPayload, spkiBase64 } from './sim-root.js';
 
 const MEASUREMENT_PATTERN = /^[0-9a-f]{64}$/;
 
 const lowerHex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`));
-/** Canonical base64 only, so that one value has one spelling (transcripts hash the string). */
-export const canonicalBase64 = (maxChars: number) =>
-  z
-    .string()
-    .max(maxChars)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
-    .refine((text) => Buffer.from(text, 'base64').toString('base64') === text, 'not canonical base64');
+/** Ed25519 SPKI keys are 44 bytes and signatures 64; the bound leaves room and nothing more. */
+const KEY_OR_SIGNATURE_BYTES = 128;
 
 /** The wire shape of sim evidence, with bounds, before any signature is checked. */
 export const simEvidenceSchema = z.strictObject({
   backend: z.literal('sim'),
   measurement: lowerHex(32),
   reportData: lowerHex(REPORT_DATA_BYTES),
-  platformKey: canonicalBase64(256),
-  root: canonicalBase64(256),
-  platformCert: canonicalBase64(256),
-  signature: canonicalBase64(256),
+  platformKey: canonicalBase64(KEY_OR_SIGNATURE_BYTES),
+  root: canonicalBase64(KEY_OR_SIGNATURE_BYTES),
+  platformCert: canonicalBase64(KEY_OR_SIGNATURE_BYTES),
+  signature: canonicalBase64(KEY_OR_SIGNATURE_BYTES),
 });
 
 /** What the platform key signs: every field of the evidence but the signature. */

@@ -4,9 +4,8 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { AttestationError } from '../../src/tee/backend.js';
+import { AttestationError, type GramineEvidence } from '../../src/tee/backend.js';
 import {
-  type GramineEvidence,
   gramineEvidenceSchema,
   GramineTee,
   MAX_QUOTE_BYTES,
