@@ -73,6 +73,13 @@ export interface IncomingReply {
   dataPort: number;
 }
 
+/** GET /v1/incoming/:id/outcome: why an incoming migration failed, and its ABORT token if any. */
+export interface IncomingOutcome {
+  id: string;
+  reason: string;
+  abortToken: string | null;
+}
+
 export interface HostInfo {
   version: string;
   control: string;

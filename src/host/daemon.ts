@@ -13,6 +13,7 @@ import {
   type EnclaveInfo,
   enclaveIdParam,
   type HostInfo,
+  type IncomingOutcome,
   type IncomingReply,
   incomingRequest,
   migrateRequest,
@@ -43,8 +44,11 @@ export interface HostOptions {
   policyFile?: string;
 }
 
-/** ABORT tokens of failed incoming migrations, kept so that an in-doubt source can be released. */
-const ABORT_TOKEN_TTL_MS = 60 * 60 * 1000;
+/**
+ * How failed incoming migrations ended, kept for an hour: the reason (the source may not have heard
+ * it, e.g. when the handshake was refused) and the ABORT token that can release an in-doubt source.
+ */
+const INCOMING_OUTCOME_TTL_MS = 60 * 60 * 1000;
 
 type Ready = Extract<EnclaveToHost, { type: 'ready' }>;
 const isReady = (m: EnclaveToHost): m is Ready | Extract<EnclaveToHost, { type: 'fatal' }> =>
@@ -58,7 +62,7 @@ export class HostDaemon {
   private readonly peer = new PeerServer((ticket, socket) => this.routeDataConnection(ticket, socket));
   private sim!: SimPlatformIdentity;
   private policy!: AttestationPolicy;
-  private readonly abortTokens = new Map<string, { token: string; expiresAt: number }>();
+  private readonly incomingOutcomes = new Map<string, IncomingOutcome & { expiresAt: number }>();
   controlUrl = '';
   peerPort = 0;
 
@@ -134,8 +138,8 @@ export class HostDaemon {
     if (resource === 'incoming' && !id && method === 'POST') {
       return sendJson(res, 201, await this.prepareIncoming(validate(incomingRequest, await readJson(req))));
     }
-    if (resource === 'incoming' && id && action === 'abort-token' && method === 'GET') {
-      return sendJson(res, 200, { id, abortToken: this.abortTokenOf(id) });
+    if (resource === 'incoming' && id && action === 'outcome' && method === 'GET') {
+      return sendJson(res, 200, this.incomingOutcomeOf(id));
     }
     if (resource === 'enclaves' && id) {
       const record = this.lookup(id);
@@ -199,8 +203,14 @@ export class HostDaemon {
       this.log.info({ id, code }, 'enclave exited');
     });
     child.on('message', (m) => {
-      if (m.type === 'incoming-aborted' && m.abortToken) {
-        this.abortTokens.set(id, { token: m.abortToken, expiresAt: Date.now() + ABORT_TOKEN_TTL_MS });
+      if (m.type === 'incoming-aborted') {
+        const { message: reason, abortToken } = m;
+        this.incomingOutcomes.set(id, {
+          id,
+          reason,
+          abortToken,
+          expiresAt: Date.now() + INCOMING_OUTCOME_TTL_MS,
+        });
       }
       if (m.type === 'resumed') {
         record.state = 'running';
@@ -273,16 +283,20 @@ export class HostDaemon {
     return { id: body.id, ticket, dataHost: this.options.bind, dataPort: this.peerPort };
   }
 
-  /** The ABORT token a failed incoming enclave left behind (it proves only that it never resumed). */
-  private abortTokenOf(id: string): string {
+  /**
+   * How a failed incoming migration ended. Its ABORT token proves only that the enclave never resumed;
+   * the in-doubt source judges it. 409 when the enclave resumed here (it holds the application).
+   */
+  private incomingOutcomeOf(id: string): IncomingOutcome {
     const now = Date.now();
-    for (const [key, entry] of this.abortTokens) if (entry.expiresAt < now) this.abortTokens.delete(key);
+    for (const [key, entry] of this.incomingOutcomes)
+      if (entry.expiresAt < now) this.incomingOutcomes.delete(key);
     if (this.enclaves.get(id)?.state === 'running') {
       throw new HttpError(409, `enclave '${id}' resumed on this host: it holds the application`);
     }
-    const entry = enclaveIdParam.safeParse(id).success ? this.abortTokens.get(id) : undefined;
-    if (!entry) throw new HttpError(404, `no ABORT token for enclave '${id}' on this host`);
-    return entry.token;
+    const entry = enclaveIdParam.safeParse(id).success ? this.incomingOutcomes.get(id) : undefined;
+    if (!entry) throw new HttpError(404, `no failed incoming migration of enclave '${id}' on this host`);
+    return { id: entry.id, reason: entry.reason, abortToken: entry.abortToken };
   }
 
   private routeDataConnection(ticket: string, socket: net.Socket): boolean {

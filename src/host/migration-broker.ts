@@ -4,7 +4,7 @@ import type { EnclaveToHost } from '../enclave/ipc.js';
 import { parseHostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
-import type { IncomingReply, MigrateEvent, migrateRequest } from './api-schema.js';
+import type { IncomingOutcome, IncomingReply, MigrateEvent, migrateRequest } from './api-schema.js';
 import { HostApiError, HostClient } from './client.js';
 import type { HostDaemon } from './daemon.js';
 import type { EnclaveRecord } from './enclave-record.js';
@@ -15,7 +15,9 @@ type ResumeResult = Extract<EnclaveToHost, { type: 'resume-result' }>;
 
 /** How long a source in doubt waits for the destination's ABORT token before it stays paused. */
 const ABORT_TOKEN_WAIT_MS = 10_000;
-const ABORT_TOKEN_POLL_MS = 200;
+/** How long a failed migration waits to learn the destination's own reason (e.g. a refused handshake). */
+const DESTINATION_REASON_WAIT_MS = 3000;
+const OUTCOME_POLL_MS = 100;
 
 /**
  * Source-host side of `constmig migrate`: PREPARE on the destination host, tell the source enclave
@@ -94,8 +96,9 @@ export async function brokerMigration(
       });
     } else if (result.resumed) {
       record.state = 'running';
+      const outcome = await incomingOutcome(destination, prepared.id, DESTINATION_REASON_WAIT_MS);
       await destination.call('DELETE', `/v1/enclaves/${prepared.id}`).catch(() => {});
-      emit({ type: 'error', message: result.message, sourceServing: true });
+      emit({ type: 'error', message: withDestinationReason(result.message, outcome), sourceServing: true });
     } else {
       record.state = 'in-doubt';
       const released = await releaseWithAbortToken(host, record, destination, prepared.id);
@@ -135,6 +138,33 @@ export async function resumeInDoubt(
   return { id: record.id, state: 'running', message: reply.message };
 }
 
+/**
+ * Polls the destination host for how its incoming enclave ended: an outcome (it failed, with its
+ * reason and ABORT token), 'resumed' (it holds the application), or null (no answer in time).
+ */
+async function incomingOutcome(
+  destination: HostClient,
+  destinationId: string,
+  waitMs: number,
+): Promise<IncomingOutcome | 'resumed' | null> {
+  const deadline = monotonicMs() + waitMs;
+  for (;;) {
+    try {
+      return await destination.call<IncomingOutcome>('GET', `/v1/incoming/${destinationId}/outcome`);
+    } catch (err) {
+      if (err instanceof HostApiError && err.status === 409) return 'resumed';
+    }
+    if (monotonicMs() >= deadline) return null;
+    await new Promise((resolve) => setTimeout(resolve, OUTCOME_POLL_MS));
+  }
+}
+
+/** The source's error plus the destination's own reason, when the source could not have heard it. */
+function withDestinationReason(message: string, outcome: IncomingOutcome | 'resumed' | null): string {
+  if (outcome === null || outcome === 'resumed' || message.includes(outcome.reason)) return message;
+  return `${message}; destination: ${outcome.reason}`;
+}
+
 /** Waits for the destination's verdict: an ABORT token (the source may serve) or "it resumed". */
 async function releaseWithAbortToken(
   host: HostDaemon,
@@ -142,23 +172,24 @@ async function releaseWithAbortToken(
   destination: HostClient,
   destinationId: string,
 ): Promise<{ serving: boolean; message: string }> {
-  const deadline = monotonicMs() + ABORT_TOKEN_WAIT_MS;
-  while (monotonicMs() < deadline) {
-    try {
-      const { abortToken } = await destination.call<{ abortToken: string }>(
-        'GET',
-        `/v1/incoming/${destinationId}/abort-token`,
-      );
-      const resumed = await resumeInDoubt(record, abortToken);
-      host.log.warn({ id: record.id }, 'in-doubt source released by the destination ABORT token');
-      return { serving: true, message: `the destination never resumed; ${resumed.message}` };
-    } catch (err) {
-      if (err instanceof HostApiError && err.status === 409) {
-        return { serving: false, message: `no ABORT token: ${errorMessage(err)}` };
-      }
-      if (err instanceof HttpError) return { serving: false, message: errorMessage(err) };
-    }
-    await new Promise((resolve) => setTimeout(resolve, ABORT_TOKEN_POLL_MS));
+  const outcome = await incomingOutcome(destination, destinationId, ABORT_TOKEN_WAIT_MS);
+  if (outcome === 'resumed') {
+    return {
+      serving: false,
+      message: 'the destination resumed and holds the application; the source stays paused',
+    };
   }
-  return { serving: false, message: 'no ABORT token came from the destination; the source stays paused' };
+  if (outcome?.abortToken == null) {
+    return { serving: false, message: 'no ABORT token came from the destination; the source stays paused' };
+  }
+  try {
+    const resumed = await resumeInDoubt(record, outcome.abortToken);
+    host.log.warn({ id: record.id }, 'in-doubt source released by the destination ABORT token');
+    return {
+      serving: true,
+      message: `the destination never resumed (${outcome.reason}); ${resumed.message}`,
+    };
+  } catch (err) {
+    return { serving: false, message: errorMessage(err) };
+  }
 }
