@@ -29,9 +29,14 @@ function explainFetchFailure(url: string, err: unknown): UserError {
 export class HostClient {
   readonly url: string;
 
+  /**
+   * @param unauthorizedHint appended to the error when the host answers 401, to tell the caller
+   *   where its token should have come from
+   */
   constructor(
     url: string,
     private readonly token?: string,
+    private readonly unauthorizedHint?: string,
   ) {
     this.url = normaliseHostUrl(url);
   }
@@ -61,7 +66,9 @@ export class HostClient {
       } catch {
         // not JSON: the text itself is the message
       }
-      throw new UserError(`${this.url}: ${message || `HTTP ${res.status}`}`);
+      const hint = res.status === 401 && this.unauthorizedHint ? `; ${this.unauthorizedHint}` : '';
+      const oneLine = message.replace(/\s+/g, ' ').trim();
+      throw new UserError(`${this.url}: ${oneLine || `HTTP ${res.status}`}${hint}`);
     }
     return res;
   }
