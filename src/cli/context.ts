@@ -1,5 +1,5 @@
 import { HostClient } from '../host/client.js';
-import { readToken } from '../host/token.js';
+import { checkedToken, readToken } from '../host/token.js';
 import { UserError } from '../util/errors.js';
 import { parseSize, SizeError } from '../util/size.js';
 
@@ -8,10 +8,31 @@ export interface ClientOptions {
   tokenFile?: string;
 }
 
-/** The control token comes from --token-file, else $CONSTMIG_TOKEN, else none (a host without one). */
+/** How to pass a token, for the error when a host refuses a call that came without one. */
+const TOKEN_HINT =
+  "pass the host's control token with --token-file <file> (the host prints its file on start; " +
+  'default <state-dir>/control-token), or set CONSTMIG_TOKEN_FILE=<file> or CONSTMIG_TOKEN=<token>';
+
+interface FoundToken {
+  token: string;
+  from: string;
+}
+
+/** The control token: --token-file, else $CONSTMIG_TOKEN_FILE (a path), else $CONSTMIG_TOKEN (the token). */
+function findToken(options: ClientOptions): FoundToken | null {
+  if (options.tokenFile)
+    return { token: readToken(options.tokenFile), from: `--token-file ${options.tokenFile}` };
+  const file = process.env.CONSTMIG_TOKEN_FILE;
+  if (file) return { token: readToken(file), from: `CONSTMIG_TOKEN_FILE=${file}` };
+  const token = process.env.CONSTMIG_TOKEN;
+  if (token) return { token: checkedToken(token, 'CONSTMIG_TOKEN'), from: 'CONSTMIG_TOKEN' };
+  return null;
+}
+
 export function hostClient(url: string, options: ClientOptions): HostClient {
-  const token = options.tokenFile ? readToken(options.tokenFile) : process.env.CONSTMIG_TOKEN || undefined;
-  return new HostClient(url, token);
+  const found = findToken(options);
+  const hint = found ? `the host refused the token from ${found.from}` : TOKEN_HINT;
+  return new HostClient(url, found?.token, hint);
 }
 
 export function sizeOption(text: string, what: string): number {

@@ -25,12 +25,26 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...arg
 }
 
 const tokenFile = () =>
-  new Option('--token-file <file>', 'control token of the host(s) (default: $CONSTMIG_TOKEN)');
+  new Option(
+    '--token-file <file>',
+    "file holding the hosts' control token (default: $CONSTMIG_TOKEN_FILE, else the token in $CONSTMIG_TOKEN)",
+  );
+
+const AUTHENTICATION_HELP = `
+Authentication:
+  Every host requires its control token on every call. \`constmig host\` creates it on first start
+  (<state-dir>/control-token, mode 0600, or --token-file) and prints the file's path. Hosts that
+  migrate to each other must share one token: copy the file, or start each with --token-file on it.
+  Client commands read it from --token-file <file>, else $CONSTMIG_TOKEN_FILE, else $CONSTMIG_TOKEN.
+  Example:
+    constmig host --listen 127.0.0.1:7401 --token-file ~/.constmig/token &
+    CONSTMIG_TOKEN_FILE=~/.constmig/token constmig ps --host 127.0.0.1:7401`;
 
 const program = new Command('constmig')
   .description('Secure live migration of TEE enclave applications between hosts')
   .version(VERSION)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .addHelpText('after', AUTHENTICATION_HELP);
 
 program
   .command('host')
@@ -43,7 +57,7 @@ program
   .option('--peer-port <port>', 'port for incoming migration data (default: control port + 1)')
   .option(
     '--token-file <file>',
-    'require this bearer token on the control API (created, mode 0600, if absent)',
+    'control token every caller must present (default: <state-dir>/control-token; created, mode 0600, if absent)',
   )
   .option('--state-dir <dir>', 'logs and the sim platform key (default: a folder under the system tmp dir)')
   .option(

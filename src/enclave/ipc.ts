@@ -46,6 +46,7 @@ export const hostToEnclave = z.discriminatedUnion('type', [
     dataHost: z.string().min(1),
     dataPort: z.number().int().min(1).max(65535),
     ticket: z.string().regex(/^[0-9a-f]{32}$/),
+    peerAuth: z.string().regex(/^[0-9a-f]{64}$/),
     verify: z.boolean(),
     requestedAtMs: z.number(),
   }),

@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { APP_KINDS } from '../apps/registry.js';
 import { MIGRATION_MODES } from '../migrate/modes.js';
+import { parseHostPort } from '../util/address.js';
+import { errorMessage } from '../util/errors.js';
+import { normaliseHostUrl } from './client.js';
 
 /** Request bodies of the host daemon's control API; unknown fields are rejected, sizes are bounded. */
 
@@ -10,17 +13,45 @@ const enclaveId = z.string().regex(/^[0-9a-f]{8}$/, 'enclave ids are 8 hex digit
 const name = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'names are 1-64 of A-Z a-z 0-9 . _ -');
 const heapBytes = z
   .number()
-  .int()
+  .int('heap must be a whole number of bytes')
   .min(MIN_HEAP, 'heap must be at least 1 MiB')
   .max(MAX_HEAP, 'heap must be at most 16 GiB');
-const appPort = z.number().int().min(1).max(65535);
+const appPort = z
+  .number()
+  .int('port must be 1-65535')
+  .min(1, 'port must be 1-65535')
+  .max(65535, 'port must be 1-65535');
+
+/** A string the given parser accepts; its one-line error becomes the validation message. */
+const parsedBy = (parse: (text: string) => unknown) =>
+  z
+    .string()
+    .max(2048)
+    .superRefine((text, ctx) => {
+      try {
+        parse(text);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+      }
+    });
+const hostUrl = parsedBy(normaliseHostUrl);
+const dataAddress = parsedBy((text) => {
+  if (parseHostPort(text, 'dataAddress').port === 0)
+    throw new Error(`dataAddress '${text}' needs a port 1-65535`);
+});
+const ticket = z.string().regex(/^[0-9a-f]{32}$/, 'tickets are 32 hex digits');
 
 export const runRequest = z.strictObject({
   app: z.enum(APP_KINDS),
   heapBytes,
   port: appPort,
   name: name.optional(),
-  fillBytes: z.number().int().nonnegative().default(0),
+  fillBytes: z
+    .number()
+    .int('fill must be a whole number of bytes')
+    .nonnegative('fill must not be negative')
+    .max(MAX_HEAP, 'fill must be at most 16 GiB')
+    .default(0),
 });
 export type RunRequest = z.input<typeof runRequest>;
 
@@ -34,9 +65,9 @@ export const incomingRequest = z.strictObject({
 export type IncomingRequest = z.infer<typeof incomingRequest>;
 
 export const migrateRequest = z.strictObject({
-  to: z.string().min(1),
+  to: hostUrl,
   mode: z.enum(MIGRATION_MODES).default('stop-and-copy'),
-  dataAddress: z.string().optional(),
+  dataAddress: dataAddress.optional(),
   verify: z.boolean().default(true),
 });
 export type MigrateRequest = z.input<typeof migrateRequest>;
@@ -66,12 +97,14 @@ export interface EnclaveInfo {
   stats: Record<string, number>;
 }
 
-export interface IncomingReply {
-  id: string;
-  ticket: string;
-  dataHost: string;
-  dataPort: number;
-}
+/** The destination host is as untrusted as any caller: its PREPARE reply is validated too. */
+export const incomingReply = z.object({
+  id: enclaveId,
+  ticket,
+  dataHost: z.string().min(1).max(255),
+  dataPort: appPort,
+});
+export type IncomingReply = z.infer<typeof incomingReply>;
 
 /** GET /v1/incoming/:id/outcome: why an incoming migration failed, and its ABORT token if any. */
 export interface IncomingOutcome {

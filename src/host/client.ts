@@ -39,9 +39,14 @@ export class HostApiError extends UserError {
 export class HostClient {
   readonly url: string;
 
+  /**
+   * @param unauthorizedHint appended to the error when the host answers 401, to tell the caller
+   *   where its token should have come from
+   */
   constructor(
     url: string,
     private readonly token?: string,
+    private readonly unauthorizedHint?: string,
   ) {
     this.url = normaliseHostUrl(url);
   }
@@ -71,7 +76,9 @@ export class HostClient {
       } catch {
         // not JSON: the text itself is the message
       }
-      throw new HostApiError(res.status, `${this.url}: ${message || `HTTP ${res.status}`}`);
+      const hint = res.status === 401 && this.unauthorizedHint ? `; ${this.unauthorizedHint}` : '';
+      const oneLine = message.replace(/\s+/g, ' ').trim();
+      throw new HostApiError(res.status, `${this.url}: ${oneLine || `HTTP ${res.status}`}${hint}`);
     }
     return res;
   }

@@ -7,7 +7,6 @@ import pino from 'pino';
 import type { EnclaveToHost, SimPlatformIdentity } from '../enclave/ipc.js';
 import { AttestationPolicy } from '../tee/policy.js';
 import { formatHostPort, type HostPort } from '../util/address.js';
-import { errorMessage } from '../util/errors.js';
 import { VERSION } from '../version.js';
 import {
   type EnclaveInfo,
@@ -22,11 +21,12 @@ import {
 } from './api-schema.js';
 import { EnclaveProcess } from './enclave-process.js';
 import { describeRecord, type EnclaveRecord } from './enclave-record.js';
-import { HttpError, readJson, sendJson, validate } from './http-util.js';
+import { HttpError, readJsonObject, sendError, sendJson, validate } from './http-util.js';
 import { brokerMigration, resumeInDoubt } from './migration-broker.js';
 import { PeerServer } from './peer-server.js';
+import { dispatch, type Route } from './router.js';
 import { loadSimPlatform } from './sim-platform.js';
-import { bearerMatches } from './token.js';
+import { TokenVerifier } from './token.js';
 
 export interface HostOptions {
   listen: HostPort;
@@ -37,7 +37,8 @@ export interface HostOptions {
   stateDir: string;
   /** Where the daemon logs; stderr by default. */
   logFile?: string;
-  token: string | null;
+  /** The cluster's shared control token: required on every control call and MACs peer connections. */
+  token: string;
   /** The sim root's private key (created if absent); hosts that should trust each other share it. */
   simRootKeyFile: string;
   /** Attestation policy file; default: the same image only, on platforms of this host's sim root. */
@@ -50,6 +51,10 @@ export interface HostOptions {
  */
 const INCOMING_OUTCOME_TTL_MS = 60 * 60 * 1000;
 
+const UNAUTHORIZED = new HttpError(401, 'missing or wrong control token', {
+  'www-authenticate': 'Bearer realm="constmig"',
+});
+
 type Ready = Extract<EnclaveToHost, { type: 'ready' }>;
 const isReady = (m: EnclaveToHost): m is Ready | Extract<EnclaveToHost, { type: 'fatal' }> =>
   m.type === 'ready' || m.type === 'fatal';
@@ -59,7 +64,65 @@ export class HostDaemon {
   readonly log: pino.Logger;
   private readonly enclaves = new Map<string, EnclaveRecord>();
   private readonly server = http.createServer((req, res) => void this.serve(req, res));
-  private readonly peer = new PeerServer((ticket, socket) => this.routeDataConnection(ticket, socket));
+  private readonly peer: PeerServer;
+  private readonly verifier: TokenVerifier;
+  private readonly routes: Route[] = [
+    { path: /^\/v1\/info$/, methods: { GET: async (_req, res) => sendJson(res, 200, this.info()) } },
+    {
+      path: /^\/v1\/enclaves$/,
+      methods: {
+        GET: async (_req, res) => sendJson(res, 200, await this.list()),
+        POST: async (req, res) => {
+          const body = validate(runRequest, await readJsonObject(req));
+          sendJson(res, 201, await this.run(body));
+        },
+      },
+    },
+    {
+      path: /^\/v1\/enclaves\/([^/]+)$/,
+      methods: {
+        GET: async (_req, res, [id]) => sendJson(res, 200, await this.describe(this.lookup(id!))),
+        DELETE: async (_req, res, [id]) => {
+          const record = this.lookup(id!);
+          await this.stop(record);
+          sendJson(res, 200, { id: record.id, stopped: true });
+        },
+      },
+    },
+    {
+      path: /^\/v1\/enclaves\/([^/]+)\/migrate$/,
+      methods: {
+        POST: async (req, res, [id]) => {
+          const record = this.lookup(id!);
+          const body = validate(migrateRequest, await readJsonObject(req));
+          return brokerMigration(this, record, body, res);
+        },
+      },
+    },
+    {
+      path: /^\/v1\/enclaves\/([^/]+)\/resume$/,
+      methods: {
+        POST: async (req, res, [id]) => {
+          const record = this.lookup(id!);
+          const { abortToken } = validate(resumeRequest, await readJsonObject(req));
+          sendJson(res, 200, await resumeInDoubt(record, abortToken));
+        },
+      },
+    },
+    {
+      path: /^\/v1\/incoming\/([^/]+)\/outcome$/,
+      methods: { GET: async (_req, res, [id]) => sendJson(res, 200, this.incomingOutcomeOf(id!)) },
+    },
+    {
+      path: /^\/v1\/incoming$/,
+      methods: {
+        POST: async (req, res) => {
+          const body = validate(incomingRequest, await readJsonObject(req));
+          sendJson(res, 201, await this.prepareIncoming(body));
+        },
+      },
+    },
+  ];
   private sim!: SimPlatformIdentity;
   private policy!: AttestationPolicy;
   private readonly incomingOutcomes = new Map<string, IncomingOutcome & { expiresAt: number }>();
@@ -71,6 +134,12 @@ export class HostDaemon {
       ? pino.destination({ dest: options.logFile, mkdir: true })
       : pino.destination(2);
     this.log = pino({ base: { role: 'host', bind: options.bind } }, destination);
+    this.verifier = new TokenVerifier(options.token);
+    this.peer = new PeerServer({
+      token: options.token,
+      route: (ticket, socket) => this.routeDataConnection(ticket, socket),
+      log: this.log,
+    });
   }
 
   async start(): Promise<void> {
@@ -112,57 +181,28 @@ export class HostDaemon {
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      if (this.options.token !== null && !bearerMatches(req.headers.authorization, this.options.token)) {
-        throw new HttpError(401, 'missing or wrong control token (see --token-file / CONSTMIG_TOKEN)');
+      // Before routing: a caller without the token learns nothing, not even which paths exist.
+      if (!this.verifier.acceptsHeader(req.headers.authorization)) {
+        this.log.warn(
+          { remote: req.socket.remoteAddress, method: req.method },
+          'control call without the token',
+        );
+        throw UNAUTHORIZED;
       }
-      await this.route(req, res);
+      await dispatch(this.routes, req, res);
     } catch (err) {
-      const status = err instanceof HttpError ? err.status : 500;
-      if (status === 500) this.log.error({ err }, 'control request failed');
-      if (!res.headersSent) sendJson(res, status, { error: errorMessage(err) });
-      else res.end();
+      const failure =
+        err instanceof HttpError ? err : new HttpError(500, 'internal error (see the host log)');
+      if (failure.status === 500) this.log.error({ err }, 'control request failed');
+      if (res.headersSent) res.end();
+      else sendError(req, res, failure);
     }
-  }
-
-  private async route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://host');
-    const parts = url.pathname.split('/').filter(Boolean);
-    const method = req.method ?? 'GET';
-    if (parts[0] !== 'v1') throw new HttpError(404, `no such endpoint: ${url.pathname}`);
-    const [, resource, id, action] = parts;
-    if (resource === 'info' && !id && method === 'GET') return sendJson(res, 200, this.info());
-    if (resource === 'enclaves' && !id && method === 'GET') return sendJson(res, 200, await this.list());
-    if (resource === 'enclaves' && !id && method === 'POST') {
-      return sendJson(res, 201, await this.run(validate(runRequest, await readJson(req))));
-    }
-    if (resource === 'incoming' && !id && method === 'POST') {
-      return sendJson(res, 201, await this.prepareIncoming(validate(incomingRequest, await readJson(req))));
-    }
-    if (resource === 'incoming' && id && action === 'outcome' && method === 'GET') {
-      return sendJson(res, 200, this.incomingOutcomeOf(id));
-    }
-    if (resource === 'enclaves' && id) {
-      const record = this.lookup(id);
-      if (!action && method === 'GET') return sendJson(res, 200, await this.describe(record));
-      if (!action && method === 'DELETE') {
-        await this.stop(record);
-        return sendJson(res, 200, { id: record.id, stopped: true });
-      }
-      if (action === 'resume' && method === 'POST') {
-        const { abortToken } = validate(resumeRequest, await readJson(req));
-        return sendJson(res, 200, await resumeInDoubt(record, abortToken));
-      }
-      if (action === 'migrate' && method === 'POST') {
-        const body = validate(migrateRequest, await readJson(req));
-        return brokerMigration(this, record, body, res);
-      }
-    }
-    throw new HttpError(404, `no such endpoint: ${method} ${url.pathname}`);
   }
 
   lookup(id: string): EnclaveRecord {
-    const parsed = enclaveIdParam.safeParse(id);
-    const record = parsed.success ? this.enclaves.get(id) : undefined;
+    if (!enclaveIdParam.safeParse(id).success)
+      throw new HttpError(400, 'malformed enclave id: ids are 8 hex digits');
+    const record = this.enclaves.get(id);
     if (!record) throw new HttpError(404, `no enclave with id '${id}' on this host`);
     return record;
   }

@@ -4,11 +4,18 @@ import type { EnclaveToHost } from '../enclave/ipc.js';
 import { parseHostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
-import type { IncomingOutcome, IncomingReply, MigrateEvent, migrateRequest } from './api-schema.js';
+import {
+  type IncomingOutcome,
+  type IncomingReply,
+  incomingReply,
+  type MigrateEvent,
+  type migrateRequest,
+} from './api-schema.js';
 import { HostApiError, HostClient } from './client.js';
 import type { HostDaemon } from './daemon.js';
 import type { EnclaveRecord } from './enclave-record.js';
 import { HttpError } from './http-util.js';
+import { peerAuth } from './peer-auth.js';
 
 type Outcome = Extract<EnclaveToHost, { type: 'migrated-out' | 'migration-failed' }>;
 type ResumeResult = Extract<EnclaveToHost, { type: 'resume-result' }>;
@@ -33,7 +40,11 @@ export async function brokerMigration(
   const requestedAtMs = monotonicMs();
   if (record.state !== 'running')
     throw new HttpError(409, `enclave ${record.id} is ${record.state}, not running`);
-  const destination = new HostClient(body.to, host.options.token ?? undefined);
+  const destination = new HostClient(
+    body.to,
+    host.options.token,
+    'the hosts of a cluster must share one control token',
+  );
   if (destination.url === host.controlUrl)
     throw new HttpError(400, 'source and destination are the same host');
   const dataOverride = body.dataAddress ? parseHostPort(body.dataAddress, '--data-address') : null;
@@ -41,13 +52,17 @@ export async function brokerMigration(
   record.state = 'migrating-out';
   let prepared: IncomingReply;
   try {
-    prepared = await destination.call<IncomingReply>('POST', '/v1/incoming', {
-      id: record.id,
-      name: record.name,
-      app: record.app,
-      heapBytes: record.heapBytes,
-      port: record.port,
-    });
+    const reply = incomingReply.safeParse(
+      await destination.call<unknown>('POST', '/v1/incoming', {
+        id: record.id,
+        name: record.name,
+        app: record.app,
+        heapBytes: record.heapBytes,
+        port: record.port,
+      }),
+    );
+    if (!reply.success) throw new Error('malformed reply');
+    prepared = reply.data;
   } catch (err) {
     record.state = 'running';
     throw new HttpError(502, `PREPARE on ${destination.url} failed: ${errorMessage(err)}`);
@@ -75,6 +90,7 @@ export async function brokerMigration(
     dataHost,
     dataPort,
     ticket: prepared.ticket,
+    peerAuth: peerAuth(host.options.token, prepared.ticket).toString('hex'),
     verify: body.verify,
     requestedAtMs,
   });

@@ -1,17 +1,28 @@
 import net from 'node:net';
+import type pino from 'pino';
 import { decodePreamble, PREAMBLE_BYTES } from '../wire/preamble.js';
+import { peerAuthMatches } from './peer-auth.js';
 
 const PREAMBLE_TIMEOUT_MS = 10_000;
 
+export interface PeerServerOptions {
+  /** The cluster's control token: source hosts MAC the ticket with it (peer-auth.ts). */
+  token: string;
+  /** Hands the socket to the incoming enclave holding the ticket; false if none does. */
+  route: (ticket: string, socket: net.Socket) => boolean;
+  log: pino.Logger;
+}
+
 /**
  * The host's peer port: source enclaves open their data connections here. The host reads only the
- * routing preamble and hands the socket itself to the incoming enclave, which runs the handshake; the
- * host never sees a key and never relays page data through its own code.
+ * routing preamble, checks the source host's peer auth, and hands the socket itself to the incoming
+ * enclave, which runs the handshake; the host never sees a key and never relays page data through its
+ * own code. A connection that fails any check is closed before any enclave sees it.
  */
 export class PeerServer {
   private readonly server: net.Server;
 
-  constructor(private readonly route: (ticket: string, socket: net.Socket) => boolean) {
+  constructor(private readonly options: PeerServerOptions) {
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
   }
 
@@ -30,16 +41,26 @@ export class PeerServer {
   }
 
   private accept(socket: net.Socket): void {
-    socket.setTimeout(PREAMBLE_TIMEOUT_MS, () => socket.destroy());
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const refuse = (reason: string) => {
+      this.options.log.warn({ remote, reason }, 'peer connection refused');
+      socket.destroy();
+    };
+    socket.setTimeout(PREAMBLE_TIMEOUT_MS, () => refuse('no preamble in time'));
     socket.on('error', () => socket.destroy());
     const onReadable = () => {
-      const preamble = socket.read(PREAMBLE_BYTES) as Buffer | null;
-      if (!preamble) return;
+      const bytes = socket.read(PREAMBLE_BYTES) as Buffer | null;
+      if (!bytes) return;
       socket.off('readable', onReadable);
       socket.setTimeout(0);
       socket.pause();
-      const ticket = decodePreamble(preamble);
-      if (!ticket || !this.route(ticket, socket)) socket.destroy();
+      const preamble = decodePreamble(bytes);
+      if (!preamble) return refuse('not a constmig data preamble');
+      // Before routing, so a connection without the cluster's token never reaches an enclave.
+      if (!peerAuthMatches(this.options.token, preamble.ticket, preamble.peerAuth)) {
+        return refuse('wrong peer authentication');
+      }
+      if (!this.options.route(preamble.ticket, socket)) refuse('no incoming enclave holds this ticket');
     };
     socket.on('readable', onReadable);
   }

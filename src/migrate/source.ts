@@ -38,6 +38,8 @@ export interface MigrateOutRequest {
   dataHost: string;
   dataPort: number;
   ticket: string;
+  /** The source host's MAC over the ticket for the destination's peer port; opaque to the enclave. */
+  peerAuth: string;
   verify: boolean;
   /** CLOCK_MONOTONIC ms at which the operator's request reached the source host (PREPARE began). */
   requestedAtMs: number;
@@ -104,7 +106,7 @@ export async function migrateOut(
   let tokens: TokenVerifier | undefined;
   try {
     socket = await connect(req.dataHost, req.dataPort);
-    socket.write(encodePreamble(req.ticket));
+    socket.write(encodePreamble(req.ticket, req.peerAuth));
     const channel = new FramedSocket(socket);
 
     phase = 'handshake';

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePortOnBoth, LocalCluster } from '../../src/bench/local-cluster.js';
@@ -151,10 +154,6 @@ describe('constmig CLI against real host daemons', () => {
       /no enclave with id 'deadbeef'/,
     );
     assertOneLineError(
-      await cli(['ps', '--host', src], { CONSTMIG_TOKEN: 'wrong-token-000000' }),
-      /missing or wrong control token/,
-    );
-    assertOneLineError(
       await cli(['migrate', 'abcd1234', '--from', src, '--to', dst, '--data-address', 'nowhere'], env),
       /malformed --data-address/,
     );
@@ -167,10 +166,94 @@ describe('constmig CLI against real host daemons', () => {
         await cli(['run', 'kv', '--host', src, '--heap', '8MiB', '--port', busy], env),
         /in use/,
       );
-      assertOneLineError(await cli(['host', '--listen', `127.0.0.1:${busy}`]), /already in use/);
+      const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-cli-busy-'));
+      assertOneLineError(
+        await cli(['host', '--listen', `127.0.0.1:${busy}`, '--state-dir', stateDir]),
+        /already in use/,
+      );
+      fs.rmSync(stateDir, { recursive: true, force: true });
     } finally {
       blocker.close();
     }
+  });
+
+  describe('the control token', () => {
+    const noToken = { CONSTMIG_TOKEN: '', CONSTMIG_TOKEN_FILE: '' };
+    const wrong = 'f'.repeat(64);
+    let dir: string;
+    let goodFile: string;
+    before(() => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-cli-token-'));
+      goodFile = path.join(dir, 'token');
+      fs.writeFileSync(goodFile, `${cluster.token}\n`, { mode: 0o600 });
+    });
+    after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+    test('without one, a refused call prints how to pass it, on one line', async () => {
+      const src = cluster.source.controlUrl;
+      for (const args of [
+        ['ps', '--host', src],
+        ['stop', 'deadbeef', '--host', src],
+        ['run', 'kv', '--host', src, '--heap', '8MiB', '--port', '7000'],
+        ['migrate', 'deadbeef', '--from', src, '--to', cluster.destination.controlUrl],
+      ]) {
+        assertOneLineError(
+          await cli(args, noToken),
+          /^constmig: error: http:\/\/127\.0\.0\.1:\d+: missing or wrong control token; pass the host's control token with --token-file <file> .*CONSTMIG_TOKEN_FILE=<file> or CONSTMIG_TOKEN=<token>$/m,
+        );
+      }
+    });
+
+    test('a wrong one is named by where it came from', async () => {
+      const wrongFile = path.join(dir, 'wrong');
+      fs.writeFileSync(wrongFile, wrong, { mode: 0o600 });
+      const host = ['ps', '--host', cluster.source.controlUrl];
+      assertOneLineError(
+        await cli(host, { ...noToken, CONSTMIG_TOKEN: wrong }),
+        /missing or wrong control token; the host refused the token from CONSTMIG_TOKEN$/m,
+      );
+      assertOneLineError(
+        await cli(host, { ...noToken, CONSTMIG_TOKEN_FILE: wrongFile }),
+        new RegExp(`the host refused the token from CONSTMIG_TOKEN_FILE=${wrongFile}$`, 'm'),
+      );
+      assertOneLineError(
+        await cli([...host, '--token-file', wrongFile], noToken),
+        new RegExp(`the host refused the token from --token-file ${wrongFile}$`, 'm'),
+      );
+      assertOneLineError(
+        await cli(host, { ...noToken, CONSTMIG_TOKEN: 'short' }),
+        /CONSTMIG_TOKEN cannot be used as a control token: it holds 5 characters, fewer than 32$/m,
+      );
+      assertOneLineError(
+        await cli([...host, '--token-file', path.join(dir, 'missing')], noToken),
+        /cannot read token file .*missing: ENOENT$/m,
+      );
+    });
+
+    test('--token-file wins over CONSTMIG_TOKEN_FILE, which wins over CONSTMIG_TOKEN', async () => {
+      const wrongFile = path.join(dir, 'wrong');
+      const ps = ['ps', '--host', cluster.source.controlUrl, '--json'];
+      const viaOption = await cli([...ps, '--token-file', goodFile], {
+        CONSTMIG_TOKEN_FILE: wrongFile,
+        CONSTMIG_TOKEN: wrong,
+      });
+      assert.equal(viaOption.code, 0, viaOption.stderr);
+      assert.ok(Array.isArray(JSON.parse(viaOption.stdout)));
+      const viaFileEnv = await cli(ps, { CONSTMIG_TOKEN_FILE: goodFile, CONSTMIG_TOKEN: wrong });
+      assert.equal(viaFileEnv.code, 0, viaFileEnv.stderr);
+      const viaTokenEnv = await cli(ps, { CONSTMIG_TOKEN_FILE: '', CONSTMIG_TOKEN: cluster.token });
+      assert.equal(viaTokenEnv.code, 0, viaTokenEnv.stderr);
+    });
+
+    test('--help documents where the token comes from', async () => {
+      const help = await cli(['--help']);
+      assert.match(help.stdout, /^Authentication:$/m);
+      assert.match(help.stdout, /CONSTMIG_TOKEN_FILE/);
+      const ps = await cli(['ps', '--help']);
+      assert.match(ps.stdout, /--token-file <file>.*\$CONSTMIG_TOKEN_FILE/s);
+      const host = await cli(['host', '--help']);
+      assert.match(host.stdout, /<state-dir>\/control-token/);
+    });
   });
 });
 

@@ -362,6 +362,7 @@ async function sourceUnderTest(answer: Answer) {
       dataHost: '127.0.0.1',
       dataPort: port,
       ticket: '00'.repeat(16),
+      peerAuth: '00'.repeat(32),
       verify: true,
       requestedAtMs: monotonicMs(),
     },

@@ -23,12 +23,13 @@ export async function hostCommand(options: HostCommandOptions): Promise<void> {
   const listen = parseHostPort(options.listen, '--listen');
   const bind = options.bind ?? listen.host;
   const stateDir = options.stateDir ?? path.join(os.tmpdir(), 'constmig', `host-${bind}-${listen.port}`);
+  const tokenFile = options.tokenFile ?? path.join(stateDir, 'control-token');
   const daemon = new HostDaemon({
     listen,
     bind,
     peerPort: options.peerPort === undefined ? null : portOption(options.peerPort, '--peer-port'),
     stateDir,
-    token: options.tokenFile ? loadOrCreateToken(options.tokenFile) : null,
+    token: loadOrCreateToken(tokenFile),
     simRootKeyFile: options.simRootKey ?? DEFAULT_SIM_ROOT_KEY,
     policyFile: options.policy,
   });
@@ -43,7 +44,7 @@ export async function hostCommand(options: HostCommandOptions): Promise<void> {
     throw err;
   }
   process.stdout.write(
-    `${JSON.stringify({ event: 'listening', control: daemon.controlUrl, peerPort: daemon.peerPort, bind, stateDir })}\n`,
+    `${JSON.stringify({ event: 'listening', control: daemon.controlUrl, peerPort: daemon.peerPort, bind, stateDir, tokenFile })}\n`,
   );
   const shutdown = () => {
     void daemon.close().finally(() => process.exit(0));
