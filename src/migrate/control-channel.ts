@@ -42,6 +42,21 @@ export function openControl(
   return parsed.data;
 }
 
-export async function receiveControl(channel: FramedSocket, opener: Opener): Promise<ControlMessage> {
-  return openControl(await channel.next(), opener);
+/** With a deadline, a peer that stays silent fails the wait with a ProtocolError naming what was awaited. */
+export async function receiveControl(
+  channel: FramedSocket,
+  opener: Opener,
+  deadline?: { ms: number; awaiting: string },
+): Promise<ControlMessage> {
+  if (!deadline) return openControl(await channel.next(), opener);
+  const expired = new AbortController();
+  const timer = setTimeout(
+    () => expired.abort(new ProtocolError(`no ${deadline.awaiting} within ${deadline.ms} ms`)),
+    deadline.ms,
+  );
+  try {
+    return openControl(await channel.next(expired.signal), opener);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -66,6 +66,14 @@ export type SourceOutcome =
   | { kind: 'in-doubt'; message: string; tokens: TokenVerifier };
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * The destination first-touches every allocated page before it answers PREFAULT (3-10 µs per page
+ * measured here); allow several times that on top of a fixed margin. Without a bound, a network that
+ * swallows the answer would hold the enclave in 'migrating-out' for ever; nothing has stopped yet, so
+ * giving up costs nothing but a retry.
+ */
+const PREFAULT_BASE_MS = 5000;
+const PREFAULT_MS_PER_PAGE = 0.03;
 
 function connect(host: string, port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -121,7 +129,11 @@ export async function migrateOut(
     const { words } = deps.allocator.allocated;
     const bitmap = Buffer.from(words.buffer, words.byteOffset, words.byteLength).toString('base64');
     await sendControl(channel, sealer, { t: 'prefault', allocated: bitmap });
-    const prefaulted = await receiveControl(channel, opener);
+    const prefaultMs = Math.ceil(PREFAULT_BASE_MS + PREFAULT_MS_PER_PAGE * deps.allocator.allocated.count());
+    const prefaulted = await receiveControl(channel, opener, {
+      ms: prefaultMs,
+      awaiting: 'answer to PREFAULT',
+    });
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
     mark('prefaulted');
