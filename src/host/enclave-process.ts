@@ -51,7 +51,11 @@ export class EnclaveProcess extends EventEmitter<{ message: [EnclaveToHost]; exi
 
   send(message: HostToEnclave, socket?: net.Socket): void {
     if (this.exited || !this.child.connected) return;
-    this.child.send(message, socket);
+    // The enclave may exit between the check and the write (EPIPE): its 'exit' tells the host what
+    // happened, so a failed send only drops the socket it carried, never crashes the host.
+    this.child.send(message, socket, (err) => {
+      if (err) socket?.destroy();
+    });
   }
 
   /** Resolves with the first message the predicate accepts; rejects if the process exits first. */
