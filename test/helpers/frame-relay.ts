@@ -60,7 +60,7 @@ export interface FrameRelayOptions {
   cutPreambleAfter?: number;
 }
 
-/** A receiver of a cut gets its last bytes and a FIN; this long at most for them to be flushed. */
+/** How long a peer that was sent a FIN may take to hang up before its connection is destroyed. */
 const CUT_FLUSH_MS = 1000;
 
 export class FrameRelay {
@@ -155,7 +155,7 @@ class RelayConnection {
       });
       socket.on('error', () => this.cutConnection(undefined));
       socket.on('close', () => {
-        if (!this.cut) endThenDestroy(peer);
+        if (!this.cut) hangUp(peer);
       });
     }
   }
@@ -272,24 +272,45 @@ class RelayConnection {
   }
 
   /**
-   * `receiver` (if any) still gets what was written to it, then a FIN; the other side is reset at once,
-   * so that its next write fails instead of filling buffers nobody reads.
+   * `receiver` (if any) still gets what was written to it, then a FIN; the other side is reset, so that
+   * its next write fails at once instead of filling buffers nobody reads. The destination always learns
+   * first: when it is the receiver, the source is not read any more and is reset only once the
+   * destination hung up, so the destination's verdict on what it got is final (and logged) before the
+   * source can give up and have it stopped.
    */
   private cutConnection(receiver: net.Socket | undefined): void {
     this.cut = true;
-    for (const socket of [this.source, this.destination]) {
-      if (socket === receiver) endThenDestroy(socket);
-      else if (!socket.destroyed) socket.resetAndDestroy();
+    if (receiver === this.destination) {
+      this.source.pause();
+      return hangUp(this.destination, () => reset(this.source));
     }
+    reset(this.destination);
+    if (receiver === this.source) this.source.end(() => this.source.destroy());
+    else reset(this.source);
   }
 }
 
-function endThenDestroy(socket: net.Socket): void {
-  if (socket.destroyed) return;
-  const timer = setTimeout(() => socket.destroy(), CUT_FLUSH_MS);
-  timer.unref();
-  socket.end(() => {
+function reset(socket: net.Socket): void {
+  if (!socket.destroyed) socket.resetAndDestroy();
+}
+
+/**
+ * Ends our side after what is queued and destroys the socket once the peer hung up too (or, if it
+ * does not, after CUT_FLUSH_MS); then calls `then`.
+ */
+function hangUp(socket: net.Socket, then: () => void = () => {}): void {
+  if (socket.destroyed) return then();
+  let done = false;
+  const finish = (): void => {
+    if (done) return;
+    done = true;
     clearTimeout(timer);
     socket.destroy();
-  });
+    then();
+  };
+  const timer = setTimeout(finish, CUT_FLUSH_MS);
+  timer.unref();
+  socket.once('end', finish);
+  socket.once('close', finish);
+  socket.end();
 }
