@@ -10,7 +10,6 @@ import { migrateIn } from '../migrate/destination.js';
 import { migrateOut } from '../migrate/source.js';
 import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
-import { computeMeasurement } from '../tee/measurement.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
 import { setUpTee } from './tee-setup.js';
@@ -75,8 +74,7 @@ export class EnclaveRuntime {
     if (this.state.kind !== 'uninitialised') return;
     this.config = message.config;
     try {
-      const measurement = computeMeasurement(BUNDLE_DIR, process.version);
-      ({ tee: this.tee, policy: this.policy } = setUpTee(message, measurement));
+      ({ tee: this.tee, policy: this.policy } = setUpTee(message, BUNDLE_DIR));
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
       this.heap = SecureHeap.create(message.config.heapBytes);
       this.app = createApp(message.config.app, this.appContext());

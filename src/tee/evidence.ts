@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { encodeFields, type Evidence, type VerifiedEvidence } from './backend.js';
 import { gramineEvidenceSchema, verifyGramineEvidence } from './gramine.js';
 import type { QuoteVerifier } from './quote-verifier.js';
-import { simEvidenceSchema, verifySimEvidence } from './sim.js';
+import { simEvidenceFields, simEvidenceSchema, verifySimEvidence } from './sim.js';
 
 /** Evidence of any backend, as the handshake carries it; each backend's schema bounds its fields. */
 export const evidenceSchema = z.discriminatedUnion('backend', [simEvidenceSchema, gramineEvidenceSchema]);
@@ -11,16 +11,7 @@ export const evidenceSchema = z.discriminatedUnion('backend', [simEvidenceSchema
 export function encodeEvidence(evidence: Evidence): Buffer {
   if (evidence.backend === 'gramine')
     return encodeFields('constmig-evidence-v1', ['gramine', evidence.quote]);
-  const { backend, measurement, reportData, platformKey, root, platformCert, signature } = evidence;
-  return encodeFields('constmig-evidence-v1', [
-    backend,
-    measurement,
-    reportData,
-    platformKey,
-    root,
-    platformCert,
-    signature,
-  ]);
+  return encodeFields('constmig-evidence-v1', [...simEvidenceFields(evidence), evidence.signature]);
 }
 
 /**

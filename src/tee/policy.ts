@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, verify } from 'node:crypto';
+import { createHash, verify } from 'node:crypto';
 import fs from 'node:fs';
 import { z } from 'zod';
 import type { Role } from '../crypto/key-schedule.js';
@@ -6,6 +6,7 @@ import { UserError } from '../util/errors.js';
 import { AttestationError, encodeFields, type VerifiedEvidence } from './backend.js';
 import { attestationKeyOnlyVerifier, type QuoteVerifier, untrustedQuoteVerifier } from './quote-verifier.js';
 import { canonicalBase64 } from './schema.js';
+import { importEd25519PublicKey } from './sim-root.js';
 
 /**
  * The attestation policy: which measurements may migrate to which, and which platforms are trusted.
@@ -75,12 +76,10 @@ export function keyFingerprint(spki: string): string {
 function checkUpgradeSignatures(policy: Policy): void {
   const signers = policy.measurements.imageSigners.map((spki) => {
     try {
-      const key = createPublicKey({ key: Buffer.from(spki, 'base64'), format: 'der', type: 'spki' });
-      if (key.asymmetricKeyType === 'ed25519') return key;
+      return importEd25519PublicKey(spki, 'image signer');
     } catch {
-      // reported below
+      throw new PolicyError(`image signer ${keyFingerprint(spki)} is not an Ed25519 SPKI key`);
     }
-    throw new PolicyError(`image signer ${keyFingerprint(spki)} is not an Ed25519 SPKI key`);
   });
   policy.measurements.upgrades.forEach(({ from, to, signature }, index) => {
     const signed = signers.some((key) =>

@@ -28,6 +28,20 @@ export function importEd25519PrivateKey(pem: string, what: string): KeyObject {
   return key;
 }
 
+/** An Ed25519 public key from base64 SPKI DER; anything else is an AttestationError naming `what`. */
+export function importEd25519PublicKey(spkiBase64Text: string, what: string): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spkiBase64Text, 'base64'), format: 'der', type: 'spki' });
+  } catch {
+    throw new AttestationError(`${what} is not a valid SPKI public key`);
+  }
+  if (key.asymmetricKeyType !== 'ed25519') {
+    throw new AttestationError(`${what} is ${key.asymmetricKeyType}, expected ed25519`);
+  }
+  return key;
+}
+
 /** Base64 SPKI DER of the public half: the spelling evidence and policy files use. */
 export function spkiBase64(key: KeyObject): string {
   return createPublicKey(key).export({ format: 'der', type: 'spki' }).toString('base64');

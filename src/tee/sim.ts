@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
+import { type KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
 import { z } from 'zod';
 import {
   AttestationError,
@@ -10,7 +10,12 @@ import {
   type VerifiedEvidence,
 } from './backend.js';
 import { canonicalBase64 } from './schema.js';
-import { importEd25519PrivateKey, platformCertPayload, spkiBase64 } from './sim-root.js';
+import {
+  importEd25519PrivateKey,
+  importEd25519PublicKey,
+  platformCertPayload,
+  spkiBase64,
+} from './sim-root.js';
 
 const MEASUREMENT_PATTERN = /^[0-9a-f]{64}$/;
 
@@ -29,30 +34,15 @@ export const simEvidenceSchema = z.strictObject({
   signature: canonicalBase64(KEY_OR_SIGNATURE_BYTES),
 });
 
-/** What the platform key signs: every field of the evidence but the signature. */
-function signedPayload(evidence: Omit<SimEvidence, 'signature'>): Buffer {
+/** Every field of sim evidence but the signature, in the one order that signing and hashing use. */
+export function simEvidenceFields(evidence: Omit<SimEvidence, 'signature'>): string[] {
   const { backend, measurement, reportData, platformKey, root, platformCert } = evidence;
-  return encodeFields('constmig-sim-report-v2', [
-    backend,
-    measurement,
-    reportData,
-    platformKey,
-    root,
-    platformCert,
-  ]);
+  return [backend, measurement, reportData, platformKey, root, platformCert];
 }
 
-function importEd25519PublicKey(spkiBase64Text: string, what: string): KeyObject {
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(spkiBase64Text, 'base64'), format: 'der', type: 'spki' });
-  } catch {
-    throw new AttestationError(`${what} is not a valid SPKI public key`);
-  }
-  if (key.asymmetricKeyType !== 'ed25519') {
-    throw new AttestationError(`${what} is ${key.asymmetricKeyType}, expected ed25519`);
-  }
-  return key;
+/** What the platform key signs. */
+function signedPayload(evidence: Omit<SimEvidence, 'signature'>): Buffer {
+  return encodeFields('constmig-sim-report-v2', simEvidenceFields(evidence));
 }
 
 function checkPlatformCert(root: string, platformKey: string, platformCert: string): void {

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { EnclaveInfo } from '../../src/host/api-schema.js';
 import { PREAMBLE_BYTES } from '../../src/wire/preamble.js';
 import { type Attack, FORWARD, type FrameRelayOptions } from '../helpers/frame-relay.js';
-import { AttackBench, CONNECTION_LOST, type Expectation, on, SMALL_FILL, STREAMING_FILL } from './harness.js';
+import {
+  useAttackBench,
+  CONNECTION_LOST,
+  type Expectation,
+  on,
+  SMALL_FILL,
+  STREAMING_FILL,
+} from './harness.js';
 
 const HANDSHAKE_LOST = new RegExp(`handshake failed: .*(${CONNECTION_LOST.source})`);
 
@@ -85,12 +92,7 @@ const CUTS: readonly Cut[] = [
 ];
 
 describe('a relay that cuts the connection', { timeout: 60_000 }, () => {
-  let bench: AttackBench;
-  before(async () => {
-    bench = await AttackBench.start();
-  });
-  afterEach(() => bench.cleanup());
-  after(() => bench.close());
+  const bench = useAttackBench();
 
   for (const cut of CUTS) {
     test(`${cut.boundary}: the source serves again`, async () => {

@@ -1,14 +1,9 @@
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { HEADER_BYTES } from '../../src/wire/frame.js';
-import { AttackBench, on } from './harness.js';
+import { useAttackBench, on } from './harness.js';
 
 describe('a relay that attacks what the destination sends', { timeout: 60_000 }, () => {
-  let bench: AttackBench;
-  before(async () => {
-    bench = await AttackBench.start();
-  });
-  afterEach(() => bench.cleanup());
-  after(() => bench.close());
+  const bench = useAttackBench();
 
   test('flips a bit in PREFAULTED: the source refuses it', async () => {
     const kv = await bench.startKv();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { DESTINATION_BIND, SOURCE_BIND } from '../../src/bench/local-cluster.js';
 import type { EnclaveInfo, IncomingOutcome, IncomingReply } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';
@@ -12,7 +12,7 @@ import { FORWARD } from '../helpers/frame-relay.js';
 import { TOKEN_FRAME_TYPE } from '../helpers/frame-roles.js';
 import { rawFrame } from '../helpers/frame-splitter.js';
 import { RespTestClient } from '../helpers/resp-test-client.js';
-import { AttackBench, on } from './harness.js';
+import { useAttackBench, on } from './harness.js';
 
 /**
  * Fork attempts (DESIGN.md §2.4): every way the untrusted side could try to get the application to
@@ -23,16 +23,7 @@ import { AttackBench, on } from './harness.js';
 const MiB = 2 ** 20;
 
 describe('fork attempts', { timeout: 120_000 }, () => {
-  let bench: AttackBench;
-  before(async () => {
-    bench = await AttackBench.start();
-  });
-  afterEach(async () => {
-    await bench.cleanup();
-  });
-  after(async () => {
-    await bench.close();
-  });
+  const bench = useAttackBench();
 
   const sourceApi = () => bench.cluster.client(bench.cluster.source);
   const destinationApi = () => bench.cluster.client(bench.cluster.destination);

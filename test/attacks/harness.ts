@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   DESTINATION_BIND,
@@ -107,14 +108,24 @@ function refusesConnections(host: string, port: number): Promise<boolean> {
   });
 }
 
+/** One bench per test file: a cluster for the whole file, cleaned between cases. Call inside describe. */
+export function useAttackBench(): AttackBench {
+  const bench = new AttackBench();
+  before(() => bench.start());
+  afterEach(() => bench.cleanup());
+  after(() => bench.close());
+  return bench;
+}
+
 export class AttackBench {
   private readonly relays: FrameRelay[] = [];
   private readonly enclaves: string[] = [];
 
-  private constructor(readonly cluster: LocalCluster) {}
+  /** Set by start(), before any test of the file runs. */
+  cluster!: LocalCluster;
 
-  static async start(): Promise<AttackBench> {
-    return new AttackBench(await LocalCluster.start('constmig-attacks-'));
+  async start(): Promise<void> {
+    this.cluster = await LocalCluster.start('constmig-attacks-');
   }
 
   async close(): Promise<void> {

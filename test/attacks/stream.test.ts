@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { FrameType, HEADER_BYTES, MAX_BODY } from '../../src/wire/frame.js';
 import { type Attack, FORWARD, type RelayedFrame } from '../helpers/frame-relay.js';
 import { rawFrame } from '../helpers/frame-splitter.js';
-import { AttackBench, CONNECTION_LOST, on, STREAMING_FILL } from './harness.js';
+import { useAttackBench, CONNECTION_LOST, on, STREAMING_FILL } from './harness.js';
 
 const isPages = (frame: RelayedFrame): boolean =>
   frame.direction === 'to-destination' && frame.role === 'pages';
@@ -25,12 +25,7 @@ function swapBodies(first: number): Attack {
 }
 
 describe('a relay that rearranges the stream', { timeout: 60_000 }, () => {
-  let bench: AttackBench;
-  before(async () => {
-    bench = await AttackBench.start();
-  });
-  afterEach(() => bench.cleanup());
-  after(() => bench.close());
+  const bench = useAttackBench();
 
   test('drops a Pages frame: the next one is out of sequence', async () => {
     const kv = await bench.startKv();

@@ -1,8 +1,8 @@
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { HEADER_BYTES } from '../../src/wire/frame.js';
 import { type Attack, FORWARD } from '../helpers/frame-relay.js';
 import type { Direction } from '../helpers/frame-roles.js';
-import { AttackBench, base64CharOffset, CONNECTION_LOST, on } from './harness.js';
+import { useAttackBench, base64CharOffset, CONNECTION_LOST, on } from './harness.js';
 
 /** Header offsets (src/wire/frame.ts). */
 const PAGE_COUNT_OFFSET = 12;
@@ -18,12 +18,7 @@ function flipHandshakeField(direction: Direction, ordinal: number, field: string
 }
 
 describe('a relay that flips one bit', { timeout: 60_000 }, () => {
-  let bench: AttackBench;
-  before(async () => {
-    bench = await AttackBench.start();
-  });
-  afterEach(() => bench.cleanup());
-  after(() => bench.close());
+  const bench = useAttackBench();
 
   test('in a page body: the page fails authentication', async () => {
     const kv = await bench.startKv();

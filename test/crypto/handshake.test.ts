@@ -104,6 +104,11 @@ async function runHandshake(
   }
 }
 
+/** The source side alone, against whatever the test sends from the destination end. */
+function sourceAlone(link: Link, timeoutMs = TIMEOUT_MS): Promise<SessionKeys> {
+  return handshake({ role: 'source', channel: link.source, tee: newTee(), policy: testPolicy(), timeoutMs });
+}
+
 function keysOf(result: PromiseSettledResult<SessionKeys>): SessionKeys {
   if (result.status === 'rejected') throw result.reason;
   return result.value;
@@ -386,13 +391,7 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
       try {
         await link.destination.send(frame);
         await assert.rejects(
-          handshake({
-            role: 'source',
-            channel: link.source,
-            tee: newTee(),
-            policy: testPolicy(),
-            timeoutMs: TIMEOUT_MS,
-          }),
+          sourceAlone(link),
           (err: Error) => err instanceof HandshakeError && message.test(err.message),
           name,
         );
@@ -408,16 +407,7 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
       await link.destination.send(
         jsonFrame(FrameType.Hello, { v: 1, pub: Buffer.alloc(32).toString('base64'), nonce: x25519Pub() }),
       );
-      await assert.rejects(
-        handshake({
-          role: 'source',
-          channel: link.source,
-          tee: newTee(),
-          policy: testPolicy(),
-          timeoutMs: TIMEOUT_MS,
-        }),
-        /peer X25519 public key is unusable/,
-      );
+      await assert.rejects(sourceAlone(link), /peer X25519 public key is unusable/);
     } finally {
       link.close();
     }
@@ -426,16 +416,7 @@ describe('handshake over loopback TCP', { timeout: 30_000 }, () => {
   test('times out without destroying the channel or swallowing a later frame', async () => {
     const link = await directLink();
     try {
-      await assert.rejects(
-        handshake({
-          role: 'source',
-          channel: link.source,
-          tee: newTee(),
-          policy: testPolicy(),
-          timeoutMs: 150,
-        }),
-        /handshake timed out after 150 ms/,
-      );
+      await assert.rejects(sourceAlone(link, 150), /handshake timed out after 150 ms/);
       await link.destination.send(jsonFrame(FrameType.Control, { still: 'open' }));
       const frame = await link.source.next();
       assert.equal(frame.header.type, FrameType.Control);
