@@ -1,6 +1,7 @@
 import { HostClient } from '../host/client.js';
 import { checkedToken, readToken } from '../host/token.js';
 import { UserError } from '../util/errors.js';
+import { parseRate, RateError } from '../util/rate.js';
 import { parseSize, SizeError } from '../util/size.js';
 
 /** Options every command that talks to a host accepts. */
@@ -40,6 +41,16 @@ export function sizeOption(text: string, what: string): number {
     return parseSize(text);
   } catch (err) {
     if (err instanceof SizeError) throw new UserError(`${what}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Bytes per second; see src/util/rate.ts for the grammar. */
+export function rateOption(text: string, flag: string): number {
+  try {
+    return parseRate(text);
+  } catch (err) {
+    if (err instanceof RateError) throw new UserError(`${flag}: ${err.message}`);
     throw err;
   }
 }
