@@ -51,6 +51,11 @@ export class KvLoad {
     return this.result;
   }
 
+  /** CLOCK_MONOTONIC ms at which the load started (bucket 0 of opsPer100ms begins here). */
+  get startedAtMs(): number {
+    return this.startedAt;
+  }
+
   /** Milliseconds since the last successful response (for waiting until the load is served again). */
   sinceLastSuccess(): number {
     return monotonicMs() - this.lastSuccess;

@@ -112,6 +112,11 @@ program
     'connect the data path here instead of the address the destination advertises',
   )
   .option('--no-verify', 'skip the end-to-end content digest (faster; `verified` is then false)')
+  .option('--max-downtime <ms>', 'pre-copy: stop iterating once the rest fits this blackout', '300')
+  .option(
+    '--bandwidth <rate>',
+    'limit background pages (pre-copy rounds, post-copy push), e.g. 1gbit, 100MB/s',
+  )
   .option('--json', 'print one JSON report instead of progress and a table')
   .addOption(tokenFile())
   .action(action(migrateCommand));
@@ -122,6 +127,9 @@ program
   .option('--heap <size>', 'heap size, filled with data', '1GiB')
   .option('--mode <mode>', `migration mode (${MIGRATION_MODES.join(', ')})`, 'stop-and-copy')
   .option('--port <port>', 'kv port (default: one free on 127.0.0.1 and 127.0.0.2)')
+  .option('--max-downtime <ms>', 'pre-copy: stop iterating once the rest fits this blackout', '300')
+  .option('--bandwidth <rate>', 'limit background pages (pre-copy rounds, post-copy push), e.g. 1gbit')
+  .option('--timeline <file>', 'write the client throughput timeline (ops per 100 ms) as JSON')
   .option('--json', 'print one JSON report')
   .action(action(demoCommand));
 

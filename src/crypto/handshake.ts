@@ -71,6 +71,8 @@ export interface SessionKeys {
   ownTokenKey: Buffer;
   /** MAC key of the tokens the peer mints. */
   peerTokenKey: Buffer;
+  /** Derives the keys of the connections opened after the handshake (key-schedule.ts channelKey). */
+  channelSecret: Buffer;
   peer: VerifiedEvidence;
 }
 
@@ -136,6 +138,7 @@ async function runDestination(opts: HandshakeOptions, io: HandshakeChannel): Pro
     recvKey: keys.sourceToDestination,
     ownTokenKey: keys.destinationToken,
     peerTokenKey: keys.sourceToken,
+    channelSecret: keys.channelSecret,
     peer,
   };
 }
@@ -170,6 +173,7 @@ async function runSource(opts: HandshakeOptions, io: HandshakeChannel): Promise<
     recvKey: keys.destinationToSource,
     ownTokenKey: keys.sourceToken,
     peerTokenKey: keys.destinationToken,
+    channelSecret: keys.channelSecret,
     peer,
   };
 }

@@ -71,6 +71,8 @@ export interface DerivedKeys {
   /** MAC keys of the tokens each side mints (START by the source; ABORT and COMMIT by the destination). */
   sourceToken: Buffer;
   destinationToken: Buffer;
+  /** Input of the per-channel keys of the connections opened after the handshake (channelKey). */
+  channelSecret: Buffer;
 }
 
 /** HKDF-SHA256 over the shared secret, salted with the final transcript hash; wipes the secret. */
@@ -85,6 +87,7 @@ export function deriveKeys(secret: Buffer, finalTranscript: Buffer): DerivedKeys
     destinationConfirm: expand('confirm/destination'),
     sourceToken: expand('token/source'),
     destinationToken: expand('token/destination'),
+    channelSecret: expand('channel-secret'),
   };
   secret.fill(0);
   return keys;
@@ -103,4 +106,21 @@ export function checkConfirmation(
   if (!timingSafeEqual(received, confirmationMac(confirmKey, finalTranscript))) {
     throw new HandshakeError(`${who} key confirmation failed (the peer derived different keys)`);
   }
+}
+
+/**
+ * The sealing key of one direction of one extra connection (e.g. the urgent channel) in one
+ * generation: each reconnection is a new generation, so its frame counter starts at 0 under a key
+ * that never sealed anything, and a frame of an earlier connection never opens on a later one.
+ */
+export function channelKey(channelSecret: Buffer, channel: string, from: Role, generation: number): Buffer {
+  return Buffer.from(
+    hkdfSync(
+      'sha256',
+      channelSecret,
+      Buffer.alloc(0),
+      `constmig/v1/channel/${channel}/${from}/${generation}`,
+      32,
+    ),
+  );
 }

@@ -49,6 +49,10 @@ export const hostToEnclave = z.discriminatedUnion('type', [
     peerAuth: z.string().regex(/^[0-9a-f]{64}$/),
     verify: z.boolean(),
     requestedAtMs: z.number(),
+    /** Pre-copy: the blackout the rounds aim for. */
+    maxDowntimeMs: z.number().int().positive(),
+    /** Background pages (pre-copy rounds, post-copy push) in bytes per second; null: no limit. */
+    bandwidthBps: z.number().positive().nullable(),
   }),
   /** Sent together with the accepted data socket as the IPC handle. */
   z.strictObject({ type: z.literal('data-connection'), ticket: z.string() }),
@@ -62,10 +66,14 @@ export type HostToEnclave = z.infer<typeof hostToEnclave>;
 const enclaveStats = z.record(z.string(), z.number());
 
 export const migrationProgress = z.strictObject({
-  phase: z.enum(['handshake', 'blackout', 'transfer', 'resume', 'commit']),
+  phase: z.enum(['handshake', 'precopy', 'blackout', 'transfer', 'resume', 'postcopy', 'commit']),
   bytesDone: z.number().nonnegative(),
   bytesTotal: z.number().nonnegative(),
   elapsedMs: z.number().nonnegative(),
+  /** Pre-copy: the round being sent. */
+  round: z.number().int().positive().optional(),
+  /** Post-copy: demand fetches the source answered so far. */
+  faultsServed: z.number().int().nonnegative().optional(),
 });
 export type MigrationProgress = z.infer<typeof migrationProgress>;
 

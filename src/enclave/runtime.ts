@@ -1,17 +1,14 @@
 import type net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import type { AppContext } from '../apps/app.js';
-import { createApp, type MigratableApp } from '../apps/registry.js';
-import { HeapAllocator } from '../heap/allocator.js';
-import { PAGE_SIZE } from '../heap/constants.js';
 import { SecureHeap } from '../heap/secure-heap.js';
-import { migrateIn } from '../migrate/destination.js';
+import { IncomingMigration } from '../migrate/destination.js';
 import { migrateOut } from '../migrate/source.js';
 import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
+import { AppThread } from './app-thread.js';
 import { setUpTee } from './tee-setup.js';
 import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
 
@@ -23,7 +20,7 @@ type RuntimeState =
   | { kind: 'uninitialised' }
   | { kind: 'serving' }
   | { kind: 'incoming'; ticket: string }
-  | { kind: 'migrating-in' }
+  | { kind: 'migrating-in'; ticket: string; migration: IncomingMigration }
   | { kind: 'migrating-out' }
   /**
    * START went out and no COMMIT came back: paused, never serving again on its own; only an ABORT
@@ -38,8 +35,7 @@ const BUNDLE_DIR = fileURLToPath(new URL('..', import.meta.url));
 export class EnclaveRuntime {
   private state: RuntimeState = { kind: 'uninitialised' };
   private heap!: SecureHeap;
-  private allocator: HeapAllocator | undefined;
-  private app!: MigratableApp;
+  private app!: AppThread;
   private tee!: TeeBackend;
   private policy!: AttestationPolicy;
   private config!: AppConfig;
@@ -64,7 +60,7 @@ export class EnclaveRuntime {
       case 'resume':
         return this.resume(message.requestId, message.abortToken);
       case 'query':
-        return this.send({ type: 'query-result', id: message.id, stats: this.stats() });
+        return this.send({ type: 'query-result', id: message.id, stats: await this.stats() });
       case 'stop':
         return this.stop();
     }
@@ -77,17 +73,20 @@ export class EnclaveRuntime {
       ({ tee: this.tee, policy: this.policy } = setUpTee(message, BUNDLE_DIR));
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
       this.heap = SecureHeap.create(message.config.heapBytes);
-      this.app = createApp(message.config.app, this.appContext());
-      if (message.role.kind === 'fresh') {
-        this.allocator = HeapAllocator.format(this.heap);
-        this.app.format();
-        if (message.role.fillBytes > 0) this.app.fill(message.role.fillBytes);
-        await this.app.listen();
-        this.app.serve();
-        this.state = { kind: 'serving' };
-      } else {
+      if (message.role.kind === 'incoming') {
         // Nothing may read the heap before its pages arrive and START is verified.
         this.heap.present.clearAll();
+      }
+      this.app = AppThread.start(this.heap, {
+        kind: message.config.app,
+        bindAddress: message.config.bindAddress,
+        port: message.config.port,
+        logBase: { role: 'enclave-app', pid: process.pid },
+      });
+      if (message.role.kind === 'fresh') {
+        await this.app.startFresh(message.role.fillBytes);
+        this.state = { kind: 'serving' };
+      } else {
         await this.app.listen();
         this.state = { kind: 'incoming', ticket: message.role.ticket };
       }
@@ -97,32 +96,16 @@ export class EnclaveRuntime {
         tee: this.tee.describe(),
         teeSecure: this.tee.secure,
         appPort: message.config.port,
-        stats: this.stats(),
+        stats: await this.stats(),
       });
     } catch (err) {
       await this.fatal(errorMessage(err));
     }
   }
 
-  private appContext(): AppContext {
-    const requireAllocator = (): HeapAllocator => {
-      if (!this.allocator) throw new Error('the heap has not been formatted or restored yet');
-      return this.allocator;
-    };
-    return {
-      heap: this.heap,
-      get allocator(): HeapAllocator {
-        return requireAllocator();
-      },
-      bindAddress: this.config.bindAddress,
-      port: this.config.port,
-      log: (msg, fields) => this.log.info(fields ?? {}, msg),
-    };
-  }
-
   private async migrateOut(message: Extract<HostToEnclave, { type: 'migrate-out' }>): Promise<void> {
     const { requestId } = message;
-    if (this.state.kind !== 'serving' || !this.allocator) {
+    if (this.state.kind !== 'serving') {
       await this.send({
         type: 'migration-failed',
         requestId,
@@ -133,14 +116,7 @@ export class EnclaveRuntime {
     }
     this.state = { kind: 'migrating-out' };
     const outcome = await migrateOut(
-      {
-        heap: this.heap,
-        allocator: this.allocator,
-        app: this.app,
-        appKind: this.config.app,
-        tee: this.tee,
-        policy: this.policy,
-      },
+      { heap: this.heap, app: this.app, appKind: this.config.app, tee: this.tee, policy: this.policy },
       message,
       (progress) => void this.send({ type: 'progress', requestId, progress }),
     );
@@ -166,25 +142,28 @@ export class EnclaveRuntime {
 
   private async acceptDataConnection(ticket: string, socket: net.Socket | undefined): Promise<void> {
     if (!socket) return;
+    // A further connection of the running incoming migration (the urgent channel) goes to it.
+    if (this.state.kind === 'migrating-in' && this.state.ticket === ticket) {
+      this.state.migration.attach(socket);
+      return;
+    }
     // Single use: one incoming migration per enclave, and only for the ticket it was prepared with.
     if (this.state.kind !== 'incoming' || this.state.ticket !== ticket) {
       socket.destroy();
       return;
     }
-    this.state = { kind: 'migrating-in' };
-    const outcome = await migrateIn(
-      {
-        heap: this.heap,
-        app: this.app,
-        appKind: this.config.app,
-        tee: this.tee,
-        policy: this.policy,
-        attachHeap: () => {
-          this.allocator = HeapAllocator.attach(this.heap);
-        },
+    const migration = new IncomingMigration({
+      heap: this.heap,
+      app: this.app,
+      appKind: this.config.app,
+      tee: this.tee,
+      policy: this.policy,
+      onResumed: () => {
+        void this.stats().then((stats) => this.send({ type: 'resumed', stats }));
       },
-      socket,
-    );
+    });
+    this.state = { kind: 'migrating-in', ticket, migration };
+    const outcome = await migration.run(socket);
     if (outcome.kind === 'aborted') {
       this.state = { kind: 'gone' };
       this.log.error({ reason: outcome.message }, 'incoming migration aborted; this enclave never resumed');
@@ -196,8 +175,15 @@ export class EnclaveRuntime {
       process.exit(1);
     }
     this.state = { kind: 'serving' };
+    if (outcome.kind === 'incomplete') {
+      this.log.error(
+        { reason: outcome.message, pagesMissing: outcome.pagesMissing },
+        'post-copy failed after resume: pages are missing for good; accesses to them fail',
+      );
+      return;
+    }
     if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
-    await this.send({ type: 'resumed', stats: this.stats() });
+    this.log.info({ pages: outcome.pagesInstalled }, 'incoming migration complete');
   }
 
   /**
@@ -216,19 +202,17 @@ export class EnclaveRuntime {
       return reply(false, message);
     }
     this.state = { kind: 'serving' };
-    this.app.serve();
+    await this.app.serve();
     this.log.warn('ABORT token verified: the destination never resumed; serving again');
     return reply(true, 'ABORT token verified; the application serves again');
   }
 
-  private stats(): Record<string, number> {
-    const usage = process.memoryUsage();
-    const base: Record<string, number> = { rssBytes: usage.rss };
-    if (!this.heap) return base;
-    base.heapBytes = this.heap.byteLength;
-    if (this.allocator) base.allocatedBytes = this.allocator.stats().allocatedPages * PAGE_SIZE;
-    if (this.state.kind === 'serving') Object.assign(base, this.app.stats());
-    return base;
+  private async stats(): Promise<Record<string, number>> {
+    const base: Record<string, number> = { rssBytes: process.memoryUsage().rss };
+    if (this.heap) base.heapBytes = this.heap.byteLength;
+    // An incoming enclave's application has nothing to report, and a paused one is not asked.
+    if (this.state.kind !== 'serving') return base;
+    return { ...base, ...(await this.app.stats().catch(() => ({}))) };
   }
 
   private async stop(): Promise<void> {

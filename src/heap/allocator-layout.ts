@@ -1,5 +1,6 @@
 import { PAGE_SIZE } from './constants.js';
-import { bitmapWords } from './page-bitmap.js';
+import { bitmapWords, PageBitmap } from './page-bitmap.js';
+import type { SecureHeap } from './secure-heap.js';
 import { SIZE_CLASSES } from './size-classes.js';
 
 /**
@@ -70,4 +71,16 @@ export function layoutFor(pageCount: number): HeapLayout {
     bitmapAddr: PAGE_SIZE,
     pageTableAddr: (1 + bitmapPages) * PAGE_SIZE,
   };
+}
+
+/**
+ * The `allocated` bitmap of a formatted heap, read in place without present checks or dirty marking:
+ * for the migration agent, which reads pages the application thread may be changing. Rather than
+ * trusting a header that might be torn, the layout is derived from the page count.
+ */
+export function allocatedBitmapOf(heap: SecureHeap): PageBitmap {
+  const { bitmapAddr } = layoutFor(heap.pageCount);
+  const words = bitmapWords(heap.pageCount);
+  const bytes = heap.rawPages(bitmapAddr / PAGE_SIZE, Math.ceil((words * 4) / PAGE_SIZE));
+  return new PageBitmap(new Uint32Array(bytes.buffer, bytes.byteOffset, words), heap.pageCount);
 }

@@ -35,6 +35,8 @@ function popcount(word: number): number {
 export class PageBitmap {
   readonly words: Uint32Array;
   readonly pageCount: number;
+  /** The same words as Int32Array: Atomics.wait and notify take no other view. */
+  private i32: Int32Array | undefined;
 
   constructor(words: Uint32Array, pageCount: number) {
     if (!Number.isSafeInteger(pageCount) || pageCount < 0 || pageCount >= 2 ** 32) {
@@ -100,6 +102,93 @@ export class PageBitmap {
     words[firstWord]! &= ~fromBit(first & 31);
     words.fill(0, firstWord + 1, lastWord);
     words[lastWord]! &= ~throughBit(end & 31);
+  }
+
+  /**
+   * Sets the range with Atomics and wakes every thread blocked in waitUntilSet on its words: how the
+   * fetcher publishes installed pages to the application thread. Atomics are sequentially consistent,
+   * so a thread that sees the bit also sees the page bytes stored before it.
+   */
+  publishRange(first: number, count: number): void {
+    this.checkRange(first, count);
+    if (count === 0) return;
+    const end = first + count - 1;
+    const lastWord = end >>> 5;
+    const shared = this.sharedWords();
+    for (let w = first >>> 5; w <= lastWord; w++) {
+      let mask = ~0;
+      if (w === first >>> 5) mask &= fromBit(first & 31);
+      if (w === lastWord) mask &= throughBit(end & 31);
+      Atomics.or(shared, w, mask);
+      Atomics.notify(shared, w);
+    }
+  }
+
+  /** Wakes every waiter without changing a bit (they re-check and find out why, e.g. a failure). */
+  wakeAll(): void {
+    const shared = this.sharedWords();
+    for (let w = 0; w < shared.length; w++) Atomics.notify(shared, w);
+  }
+
+  /**
+   * Blocks the calling thread (never the main thread of a process with an event loop to keep) until
+   * `page` is set or `timeoutMs` passed; true if it is set.
+   */
+  waitUntilSet(page: number, timeoutMs: number): boolean {
+    this.checkPage(page);
+    const shared = this.sharedWords();
+    const w = page >>> 5;
+    const bit = 1 << (page & 31);
+    const value = Atomics.load(shared, w);
+    if ((value & bit) !== 0) return true;
+    Atomics.wait(shared, w, value, timeoutMs);
+    return (Atomics.load(shared, w) & bit) !== 0;
+  }
+
+  /** Copies the bits into a new private bitmap and clears them here (one epoch of dirty pages). */
+  take(): PageBitmap {
+    const taken = new PageBitmap(this.words.slice(), this.pageCount);
+    this.clearAll();
+    return taken;
+  }
+
+  /** A copy in its own SharedArrayBuffer. */
+  copy(): PageBitmap {
+    const copy = PageBitmap.create(this.pageCount);
+    copy.words.set(this.words);
+    return copy;
+  }
+
+  /** this |= other */
+  or(other: PageBitmap): void {
+    this.checkSame(other);
+    for (let w = 0; w < this.words.length; w++) this.words[w]! |= other.words[w]!;
+  }
+
+  /** this &= other */
+  and(other: PageBitmap): void {
+    this.checkSame(other);
+    for (let w = 0; w < this.words.length; w++) this.words[w]! &= other.words[w]!;
+  }
+
+  /** this &= ~other */
+  andNot(other: PageBitmap): void {
+    this.checkSame(other);
+    for (let w = 0; w < this.words.length; w++) this.words[w]! &= ~other.words[w]!;
+  }
+
+  /** Flips every page (bits past pageCount stay clear). */
+  invert(): void {
+    for (let w = 0; w < this.words.length; w++) this.words[w] = ~this.words[w]!;
+    const tail = this.pageCount & 31;
+    if (tail !== 0) this.words[this.words.length - 1]! &= throughBit(tail - 1);
+  }
+
+  /** True if every page set here is set in `other`. */
+  isSubsetOf(other: PageBitmap): boolean {
+    this.checkSame(other);
+    for (let w = 0; w < this.words.length; w++) if ((this.words[w]! & ~other.words[w]!) !== 0) return false;
+    return true;
   }
 
   setAll(): void {
@@ -193,6 +282,20 @@ export class PageBitmap {
       total += popcount(bits);
     }
     return total;
+  }
+
+  private checkSame(other: PageBitmap): void {
+    if (other.pageCount !== this.pageCount) {
+      throw new RangeError(`bitmaps of ${this.pageCount} and ${other.pageCount} pages do not combine`);
+    }
+  }
+
+  private sharedWords(): Int32Array {
+    if (!(this.words.buffer instanceof SharedArrayBuffer)) {
+      throw new TypeError('only a bitmap in a SharedArrayBuffer can be waited on');
+    }
+    this.i32 ??= new Int32Array(this.words.buffer, this.words.byteOffset, this.words.length);
+    return this.i32;
   }
 
   private checkPage(page: number): void {

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { endianness } from 'node:os';
 import { PAGE_SIZE, SEGMENT_BYTES, SEGMENT_PAGES } from './constants.js';
 import { HeapSizeError, PageNotPresentError } from './errors.js';
 import { PageBitmap } from './page-bitmap.js';
+import { PageSetDigest } from './page-set-digest.js';
 
 export { HeapSizeError, PageNotPresentError } from './errors.js';
 
@@ -20,6 +20,17 @@ const MAX_SAFE_HIGH_WORD = 2 ** 21 - 1;
 const WIPE_BLOCK_BYTES = 16 * PAGE_SIZE;
 
 export type MissHandler = (firstPage: number, pageCount: number) => void;
+
+/**
+ * Everything another thread needs to open the same heap (SecureHeap.fromShared): the memory and both
+ * bitmaps are SharedArrayBuffers, so posting this to a worker shares them instead of copying.
+ */
+export interface SharedHeap {
+  pageCount: number;
+  segments: SharedArrayBuffer[];
+  present: SharedArrayBuffer;
+  dirty: SharedArrayBuffer;
+}
 
 /**
  * The application's large state: fixed-size pages in SharedArrayBuffer segments, with two bitmaps that
@@ -45,20 +56,15 @@ export class SecureHeap {
   private readonly u32: readonly Uint32Array[];
   private readonly f64: readonly Float64Array[];
 
-  private constructor(pageCount: number) {
+  private constructor(private readonly shared: SharedHeap) {
+    const { pageCount } = shared;
     this.pageCount = pageCount;
     this.byteLength = pageCount * PAGE_SIZE;
-    const buffers: SharedArrayBuffer[] = [];
-    for (let start = 0; start < this.byteLength; start += SEGMENT_BYTES) {
-      // SharedArrayBuffer memory is committed lazily, so untouched pages cost no RSS.
-      buffers.push(new SharedArrayBuffer(Math.min(SEGMENT_BYTES, this.byteLength - start)));
-    }
-    this.segments = buffers.map((buffer) => new Uint8Array(buffer));
-    this.u32 = buffers.map((buffer) => new Uint32Array(buffer));
-    this.f64 = buffers.map((buffer) => new Float64Array(buffer));
-    this.present = PageBitmap.create(pageCount);
-    this.present.setAll();
-    this.dirty = PageBitmap.create(pageCount);
+    this.segments = shared.segments.map((buffer) => new Uint8Array(buffer));
+    this.u32 = shared.segments.map((buffer) => new Uint32Array(buffer));
+    this.f64 = shared.segments.map((buffer) => new Float64Array(buffer));
+    this.present = new PageBitmap(new Uint32Array(shared.present), pageCount);
+    this.dirty = new PageBitmap(new Uint32Array(shared.dirty), pageCount);
     this.presentWords = this.present.words;
     this.dirtyWords = this.dirty.words;
   }
@@ -68,7 +74,32 @@ export class SecureHeap {
     if (!(bytes >= MIN_HEAP_BYTES && bytes <= MAX_HEAP_BYTES)) {
       throw new HeapSizeError(`heap size ${bytes} B is outside the supported range 1 MiB .. 16 GiB`);
     }
-    return new SecureHeap(Math.ceil(bytes / PAGE_SIZE));
+    const pageCount = Math.ceil(bytes / PAGE_SIZE);
+    const byteLength = pageCount * PAGE_SIZE;
+    const segments: SharedArrayBuffer[] = [];
+    for (let start = 0; start < byteLength; start += SEGMENT_BYTES) {
+      // SharedArrayBuffer memory is committed lazily, so untouched pages cost no RSS.
+      segments.push(new SharedArrayBuffer(Math.min(SEGMENT_BYTES, byteLength - start)));
+    }
+    const present = PageBitmap.create(pageCount);
+    present.setAll();
+    const dirty = PageBitmap.create(pageCount);
+    return new SecureHeap({
+      pageCount,
+      segments,
+      present: present.words.buffer as SharedArrayBuffer,
+      dirty: dirty.words.buffer as SharedArrayBuffer,
+    });
+  }
+
+  /** The same heap, opened on another thread from `share()`: same memory, same bitmaps. */
+  static fromShared(shared: SharedHeap): SecureHeap {
+    return new SecureHeap(shared);
+  }
+
+  /** What fromShared needs, to post to a worker. */
+  share(): SharedHeap {
+    return this.shared;
   }
 
   readU8(addr: number): number {
@@ -199,22 +230,13 @@ export class SecureHeap {
   }
 
   /**
-   * SHA-256 over the pages set in `pages`, defined as: for each maximal run [first, first + n) of set
-   * pages, cut at every segment end and after `maxRunPages` pages, in increasing order, hash
-   * u64le(first) || u64le(n) || the n * 4096 page bytes. With `maxRunPages` equal to the extent length
-   * this is the digest the migration agent computes extent by extent (migrate/content-digest.ts).
-   * It reads raw memory: no present check, no dirty marking.
+   * The page-set digest (page-set-digest.ts) of the pages set in `pages`, as they are now: what both
+   * sides of a migration compute incrementally. It reads raw memory: no present check, no dirty marking.
    */
-  digest(pages: PageBitmap, maxRunPages = Number.POSITIVE_INFINITY): Buffer {
-    const hash = createHash('sha256');
-    const prefix = Buffer.alloc(16);
-    for (const { first, count } of this.runs(pages, maxRunPages)) {
-      prefix.writeBigUInt64LE(BigInt(first), 0);
-      prefix.writeBigUInt64LE(BigInt(count), 8);
-      hash.update(prefix);
-      hash.update(this.rawPages(first, count));
-    }
-    return hash.digest();
+  digest(pages: PageBitmap): string {
+    const digest = new PageSetDigest(this.pageCount);
+    for (const { first, count } of this.runs(pages)) digest.add(first, count, this.rawPages(first, count));
+    return digest.hex();
   }
 
   /**

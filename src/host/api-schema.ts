@@ -69,6 +69,10 @@ export const migrateRequest = z.strictObject({
   mode: z.enum(MIGRATION_MODES).default('stop-and-copy'),
   dataAddress: dataAddress.optional(),
   verify: z.boolean().default(true),
+  /** Pre-copy: the blackout the rounds aim for, in ms. */
+  maxDowntimeMs: z.number().int().min(1).max(3_600_000).default(300),
+  /** Background pages (pre-copy rounds, post-copy push), bytes per second; absent: no limit. */
+  bandwidthBps: z.number().positive().max(1.25e11).optional(),
 });
 export type MigrateRequest = z.input<typeof migrateRequest>;
 

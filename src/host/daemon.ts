@@ -341,7 +341,9 @@ export class HostDaemon {
 
   private routeDataConnection(ticket: string, socket: net.Socket): boolean {
     for (const record of this.enclaves.values()) {
-      if (record.ticket === ticket && record.state === 'incoming') {
+      // The first connection starts the incoming migration; further ones (the urgent channel of
+      // post-copy) join it. The enclave decides whether they belong, by their keys.
+      if (record.ticket === ticket && (record.state === 'incoming' || record.state === 'migrating-in')) {
         record.state = 'migrating-in';
         record.process.send({ type: 'data-connection', ticket }, socket);
         return true;

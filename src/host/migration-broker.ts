@@ -93,6 +93,8 @@ export async function brokerMigration(
     peerAuth: peerAuth(host.options.token, prepared.ticket).toString('hex'),
     verify: body.verify,
     requestedAtMs,
+    maxDowntimeMs: body.maxDowntimeMs,
+    bandwidthBps: body.bandwidthBps ?? null,
   });
 
   try {

@@ -10,9 +10,19 @@ export class ProtocolError extends Error {
 const frameTypeOf = (message: ControlMessage): FrameType =>
   TOKEN_MESSAGES.has(message.t) ? FrameType.Token : FrameType.Control;
 
-/** Seals a control message under the migration keys and sends it. */
-export function sendControl(channel: FramedSocket, sealer: Sealer, message: ControlMessage): Promise<void> {
-  return channel.send(sealer.seal({ type: frameTypeOf(message) }, Buffer.from(JSON.stringify(message))));
+/**
+ * Seals a control message under the migration keys and sends it. `epoch` goes into the (authenticated)
+ * header; ATTACH uses it to name the generation of the connection it opens.
+ */
+export function sendControl(
+  channel: FramedSocket,
+  sealer: Sealer,
+  message: ControlMessage,
+  epoch = 0,
+): Promise<void> {
+  return channel.send(
+    sealer.seal({ type: frameTypeOf(message), epoch }, Buffer.from(JSON.stringify(message))),
+  );
 }
 
 /** Opens, parses and validates a control message; any other frame here is a protocol violation. */

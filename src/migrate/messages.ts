@@ -11,6 +11,10 @@ const digest = hex.length(64);
 const token = hex.length(64);
 /** The application snapshot is small by contract (roots into the heap and a few counters). */
 const MAX_SNAPSHOT_CHARS = 64 * 1024;
+/** A page bitmap, base64: 16 GiB of pages is 512 KiB of bitmap. */
+const bitmap = z.string().max(2 ** 20);
+/** Pages one demand fetch may name. */
+export const MAX_FETCH_PAGES = 256;
 
 export const controlMessage = z.discriminatedUnion('t', [
   /**
@@ -18,7 +22,12 @@ export const controlMessage = z.discriminatedUnion('t', [
    * destination can first-touch them while the application still serves. First touch costs 3-10 µs
    * per page on these VMs, as much as decrypting the page; paid here, it leaves the downtime.
    */
-  z.strictObject({ t: z.literal('prefault'), allocated: z.string().max(2 ** 22) }),
+  z.strictObject({
+    t: z.literal('prefault'),
+    allocated: bitmap,
+    mode: z.enum(MIGRATION_MODES),
+    verify: z.boolean(),
+  }),
   z.strictObject({ t: z.literal('prefaulted'), pages: z.number().int().nonnegative() }),
   z.strictObject({
     t: z.literal('begin'),
@@ -27,6 +36,27 @@ export const controlMessage = z.discriminatedUnion('t', [
     heapBytes: z.number().int().positive(),
     allocatedPages: z.number().int().nonnegative(),
     verify: z.boolean(),
+    /** The epoch (frame header field) of every page sent from the blackout on. */
+    epoch: z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 31),
+    /** The pages to migrate: the source's `allocated` bitmap when the application stopped. */
+    allocated: bitmap,
+    /**
+     * The pages whose latest version the destination already holds (sent in a pre-copy round and not
+     * written since); every other allocated page still has to come, before START or after it.
+     */
+    current: bitmap,
+  }),
+  /** First frame on a connection opened after the handshake (sealed under that channel's own key). */
+  z.strictObject({ t: z.literal('attach'), channel: z.literal('urgent') }),
+  /** Post-copy, destination to source on the urgent channel: the application waits for these pages. */
+  z.strictObject({
+    t: z.literal('fetch'),
+    first: z.number().int().nonnegative(),
+    count: z.number().int().min(1).max(MAX_FETCH_PAGES),
   }),
   /**
    * START (a token frame): the application stopped at the source; the destination may resume once it
@@ -52,6 +82,16 @@ export const controlMessage = z.discriminatedUnion('t', [
     peakRssBytes: z.number().int().nonnegative(),
     cpuUserMs: z.number().nonnegative(),
     cpuSystemMs: z.number().nonnegative(),
+    /** Demand faults the destination's tracker caught during post-copy; null without post-copy. */
+    faults: z
+      .strictObject({
+        tracker: z.string().max(32),
+        count: z.number().int().nonnegative(),
+        p50Us: z.number().nonnegative(),
+        p99Us: z.number().nonnegative(),
+        maxUs: z.number().nonnegative(),
+      })
+      .nullable(),
     token,
   }),
   /** ABORT (a token frame): the destination has not resumed and never will, so the source may go on. */

@@ -3,7 +3,8 @@ import type { ControlOf } from './messages.js';
 
 /**
  * SHA-256 over everything the destination learns about the heap besides the pages themselves: the
- * BEGIN fields and the application snapshot (the allocator's own metadata travels in heap pages). START binds it, so a host cannot
+ * BEGIN fields (with the page sets it must trust: which pages exist, which it already holds) and the
+ * application snapshot (the allocator's own metadata travels in heap pages). START binds it, so a host cannot
  * swap the snapshot, shrink the page set or change the heap geometry between the two enclaves
  * without the START token failing.
  */
@@ -23,6 +24,9 @@ export function metadataDigest(
   field(String(begin.heapBytes));
   field(String(begin.allocatedPages));
   field(begin.verify ? 'verify' : 'no-verify');
+  field(String(begin.epoch));
+  field(begin.allocated);
+  field(begin.current);
   field(snapshotJson);
   return hash.digest();
 }

@@ -11,10 +11,16 @@ export class ProgressTicker {
     private readonly intervalMs = 100,
   ) {}
 
-  report(phase: MigrationProgress['phase'], bytesDone: number, bytesTotal: number, force = false): void {
+  report(
+    phase: MigrationProgress['phase'],
+    bytesDone: number,
+    bytesTotal: number,
+    force = false,
+    extra: Pick<MigrationProgress, 'round' | 'faultsServed'> = {},
+  ): void {
     const now = monotonicMs();
     if (!force && now - this.last < this.intervalMs) return;
     this.last = now;
-    this.emit({ phase, bytesDone, bytesTotal, elapsedMs: now - this.startedAtMs });
+    this.emit({ phase, bytesDone, bytesTotal, elapsedMs: now - this.startedAtMs, ...extra });
   }
 }

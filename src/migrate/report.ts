@@ -33,12 +33,27 @@ export interface MigrationReport {
   totalMs: number;
   /** Longest interval without a successful response at the demo's client; null outside the demo. */
   clientGapMs: number | null;
-  /** Page bytes / (blackout start -> last page sent), in MB/s (10^6 bytes). */
+  /** Allocated page bytes / (first page sent -> last page sent), in MB/s (10^6 bytes). */
   throughputMBps: number;
   sourcePeakRssBytes: number;
   destinationPeakRssBytes: number;
   sourceCpuMs: number;
   destinationCpuMs: number;
+  /** Pre-copy rounds sent before the blackout (0 without pre-copy). */
+  precopyRounds: number;
+  /** Bytes the application wrote per second during the pre-copy rounds, in MB/s; null without pre-copy. */
+  dirtyRateMBps: number | null;
+  /** Post-copy: accesses that found a page missing at the destination and waited for it. */
+  demandFaults: number;
+  /** Post-copy: from a miss to the page being usable, in microseconds; null without post-copy faults. */
+  faultLatencyUs: { p50: number; p99: number; max: number } | null;
+  /** Which tracker caught the misses (null without post-copy). */
+  tracker: string | null;
+  /** Post-copy: START sent -> COMMIT received; null without post-copy. */
+  postcopyMs: number | null;
+  /** Pages sent after the blackout because they were demanded (post-copy), and pushed in the background. */
+  pagesFetched: number;
+  pagesPushed: number;
   /** True only if the destination's content digest equals the source's. */
   verified: boolean;
   sourceDigest: string | null;

@@ -1,33 +1,38 @@
-import net from 'node:net';
-import type { EnclaveApp } from '../apps/app.js';
-import { handshake } from '../crypto/handshake.js';
+import { handshake, type SessionKeys } from '../crypto/handshake.js';
 import { Opener, Sealer } from '../crypto/seal.js';
 import type { MigrationProgress } from '../enclave/ipc.js';
-import type { HeapAllocator } from '../heap/allocator.js';
+import { allocatedBitmapOf } from '../heap/allocator-layout.js';
+import { encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE } from '../heap/constants.js';
+import { PageBitmap } from '../heap/page-bitmap.js';
+import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
-import { FrameType } from '../wire/frame.js';
+import { dial } from '../wire/dial.js';
 import { FramedSocket } from '../wire/framed-socket.js';
 import { encodePreamble } from '../wire/preamble.js';
-import { ContentDigest } from './content-digest.js';
+import { RateLimiter } from '../wire/rate-limiter.js';
 import { ProtocolError, receiveControl, sendControl } from './control-channel.js';
 import { extentsOf } from './extents.js';
 import type { ControlMessage } from './messages.js';
 import { metadataDigest } from './metadata-digest.js';
-import type { MigrationMode } from './modes.js';
+import type { MigratingApp } from './migrating-app.js';
+import { hasPostcopy, hasPrecopy, type MigrationMode } from './modes.js';
+import { type PageSink, sendExtent } from './page-frames.js';
+import { PostcopyPusher } from './postcopy-pusher.js';
+import { type PrecopyResult, runPrecopy } from './precopy.js';
 import { ProgressTicker } from './progress.js';
 import type { MigrationReport, PhaseTimes } from './report.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
+import { type DataTarget, openUrgentChannel, type UrgentChannel } from './urgent-channel.js';
 
 export interface SourceDeps {
   heap: SecureHeap;
-  allocator: HeapAllocator;
-  app: EnclaveApp;
+  app: MigratingApp;
   appKind: string;
   tee: TeeBackend;
   policy: AttestationPolicy;
@@ -43,6 +48,8 @@ export interface MigrateOutRequest {
   verify: boolean;
   /** CLOCK_MONOTONIC ms at which the operator's request reached the source host (PREPARE began). */
   requestedAtMs: number;
+  maxDowntimeMs: number;
+  bandwidthBps: number | null;
 }
 
 /** What the enclave knows; the host adds where it went (enclaveId, from, to) and the demo the client gap. */
@@ -53,7 +60,17 @@ export type EnclaveReport = Omit<MigrationReport, 'enclaveId' | 'from' | 'to' | 
  * abort from the destination (sent before it resumed) lets it, otherwise the outcome is in doubt and
  * the application stays paused: two running copies are worse than a stalled one (DESIGN.md §2.4).
  */
-export type SourcePhase = 'connecting' | 'handshake' | 'blackout' | 'awaiting-commit';
+export type SourcePhase =
+  | 'connecting'
+  | 'handshake'
+  | 'precopy'
+  | 'blackout'
+  /** START sent; the destination runs and pages still flow (post-copy and hybrid). */
+  | 'postcopy'
+  /** START sent; only COMMIT or ABORT can come. */
+  | 'awaiting-commit';
+
+const afterStart = (phase: SourcePhase): boolean => phase === 'postcopy' || phase === 'awaiting-commit';
 
 export type SourceOutcome =
   | { kind: 'committed'; report: EnclaveReport }
@@ -74,30 +91,16 @@ const CONNECT_TIMEOUT_MS = 10_000;
  */
 const PREFAULT_BASE_MS = 5000;
 const PREFAULT_MS_PER_PAGE = 0.03;
-
-function connect(host: string, port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, noDelay: true });
-    const timer = setTimeout(
-      () => socket.destroy(new Error(`timed out connecting to ${host}:${port}`)),
-      CONNECT_TIMEOUT_MS,
-    );
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      resolve(socket);
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot open data connection to ${host}:${port}: ${errorMessage(err)}`));
-    });
-  });
-}
+/** Pre-copy gives up iterating after this many rounds; hybrid hands over to post-copy sooner. */
+const PRECOPY_MAX_ROUNDS = 8;
+const HYBRID_MAX_ROUNDS = 2;
 
 export async function migrateOut(
   deps: SourceDeps,
   req: MigrateOutRequest,
   onProgress: (p: MigrationProgress) => void,
 ): Promise<SourceOutcome> {
+  const { heap, app } = deps;
   const t0 = req.requestedAtMs;
   const phases: Partial<PhaseTimes> = { prepare: 0 };
   const mark = (name: keyof PhaseTimes): number => {
@@ -107,29 +110,36 @@ export async function migrateOut(
   };
   const cpu = cpuMark();
   const ticker = new ProgressTicker(onProgress, t0);
+  const limit = req.bandwidthBps === null ? RateLimiter.unlimited : new RateLimiter(req.bandwidthBps);
   let phase: SourcePhase = 'connecting';
   let paused = false;
-  let socket: net.Socket | undefined;
+  let channel: FramedSocket | undefined;
+  let urgent: UrgentChannel | undefined;
+  let pusher: PostcopyPusher | undefined;
   let answer: PendingAnswer | undefined;
   let tokens: TokenVerifier | undefined;
   try {
-    socket = await connect(req.dataHost, req.dataPort);
+    const socket = await dial(req.dataHost, req.dataPort, CONNECT_TIMEOUT_MS);
     socket.write(encodePreamble(req.ticket, req.peerAuth));
-    const channel = new FramedSocket(socket);
+    channel = new FramedSocket(socket);
 
     phase = 'handshake';
     mark('handshake');
     ticker.report('handshake', 0, 0, true);
     const keys = await handshake({ role: 'source', channel, tee: deps.tee, policy: deps.policy });
-    const sealer = new Sealer(keys.sendKey, keys.migrationId);
+    const sink: PageSink = { channel, sealer: new Sealer(keys.sendKey, keys.migrationId) };
     const opener = new Opener(keys.recvKey, keys.migrationId);
     const minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
     tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
 
-    const { words } = deps.allocator.allocated;
-    const bitmap = Buffer.from(words.buffer, words.byteOffset, words.byteLength).toString('base64');
-    await sendControl(channel, sealer, { t: 'prefault', allocated: bitmap });
-    const prefaultMs = Math.ceil(PREFAULT_BASE_MS + PREFAULT_MS_PER_PAGE * deps.allocator.allocated.count());
+    const allocated = allocatedBitmapOf(heap);
+    await sendControl(channel, sink.sealer, {
+      t: 'prefault',
+      allocated: encodeBitmap(allocated),
+      mode: req.mode,
+      verify: req.verify,
+    });
+    const prefaultMs = Math.ceil(PREFAULT_BASE_MS + PREFAULT_MS_PER_PAGE * allocated.count());
     const prefaulted = await receiveControl(channel, opener, {
       ms: prefaultMs,
       awaiting: 'answer to PREFAULT',
@@ -137,83 +147,161 @@ export async function migrateOut(
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
     mark('prefaulted');
-
-    phase = 'blackout';
-    deps.app.pause();
-    paused = true;
-    const stoppedAtMs = mark('blackout');
-    const allocated = deps.allocator.allocated;
-    const allocatedPages = allocated.count();
-    const bytesTotal = allocatedPages * PAGE_SIZE;
-    const begin = {
-      mode: req.mode,
-      app: deps.appKind,
-      heapBytes: deps.heap.byteLength,
-      allocatedPages,
-      verify: req.verify,
-    };
-    await sendControl(channel, sealer, { t: 'begin', ...begin });
+    if (hasPostcopy(req.mode)) urgent = await openUrgentChannel(dataTarget(req), keys, 1);
 
     // The destination may refuse at any moment (a page failed to verify): watch for its answer while
     // sending, so an abort stops the transfer with its reason instead of a broken pipe.
     answer = new PendingAnswer(receiveControl(channel, opener));
-    const digest = req.verify ? new ContentDigest() : null;
-    let pagesSent = 0;
-    let framesSent = 0;
-    for (const { first, count } of extentsOf(allocated, deps.heap)) {
-      const pages = deps.heap.rawPages(first, count);
-      digest?.update(first, count, pages);
-      await channel.send(sealer.seal({ type: FrameType.Pages, firstPage: first, pageCount: count }, pages));
-      answer.throwIfAnswered();
-      pagesSent += count;
-      framesSent++;
-      ticker.report('transfer', pagesSent * PAGE_SIZE, bytesTotal);
+    const digest = req.verify ? new PageSetDigest(heap.pageCount) : null;
+    let bytesSent = 0;
+    let firstSendAtMs: number | null = null;
+    const sent = (bytes: number): void => {
+      firstSendAtMs ??= monotonicMs();
+      bytesSent += bytes;
+      answer!.throwIfAnswered();
+    };
+
+    let precopy: PrecopyResult | null = null;
+    if (hasPrecopy(req.mode)) {
+      phase = 'precopy';
+      precopy = await runPrecopy(
+        {
+          heap,
+          app,
+          allocated,
+          sink,
+          digest,
+          limit,
+          onRound: (round, pagesLeft) => ticker.report('precopy', 0, pagesLeft * PAGE_SIZE, true, { round }),
+          onBytes: (bytes) => {
+            sent(bytes);
+            ticker.report('precopy', bytesSent, allocated.count() * PAGE_SIZE, false, {
+              round: precopy?.rounds,
+            });
+          },
+        },
+        {
+          maxDowntimeMs: req.maxDowntimeMs,
+          maxRounds: req.mode === 'hybrid' ? HYBRID_MAX_ROUNDS : PRECOPY_MAX_ROUNDS,
+        },
+      );
+    }
+
+    phase = 'blackout';
+    const paused_ = await app.pause();
+    paused = true;
+    const stoppedAtMs = paused_.pausedAtMs;
+    phases.blackout = stoppedAtMs - t0;
+    // After the pause nothing writes: this epoch is the last, and `allocated` is final.
+    const lastDirty = new PageBitmap(await app.takeDirty(), heap.pageCount);
+    const toMigrate = allocated.copy();
+    const current = precopy?.current ?? PageBitmap.create(heap.pageCount);
+    current.andNot(lastDirty);
+    current.and(toMigrate);
+    digest?.retainOnly(current);
+    const pending = toMigrate.copy();
+    pending.andNot(current);
+    const allocatedPages = toMigrate.count();
+    const bytesTotal = allocatedPages * PAGE_SIZE;
+    const epoch = (precopy?.rounds ?? 0) + 1;
+    const begin = {
+      mode: req.mode,
+      app: deps.appKind,
+      heapBytes: heap.byteLength,
+      allocatedPages,
+      verify: req.verify,
+      epoch,
+      allocated: encodeBitmap(toMigrate),
+      current: encodeBitmap(current),
+    };
+    await sendControl(channel, sink.sealer, { t: 'begin', ...begin });
+
+    if (!hasPostcopy(req.mode)) {
+      for (const { first, count } of extentsOf(pending, heap)) {
+        sent(await sendExtent(sink, heap, first, count, epoch, digest));
+        ticker.report('transfer', bytesSent, bytesTotal);
+      }
+      pending.clearAll();
     }
     const transferDoneAtMs = mark('transferDone');
-    ticker.report('resume', bytesTotal, bytesTotal, true);
+    ticker.report('resume', bytesSent, bytesTotal, true);
 
-    const sourceDigest = digest?.hex() ?? null;
-    const snapshot = JSON.stringify(deps.app.snapshot());
+    const snapshot = JSON.stringify(paused_.snapshot);
     const metadata = metadataDigest(begin, snapshot);
-    await sendControl(channel, sealer, {
+    // Without post-copy every page is hashed by now; with it the digest completes during the push and
+    // COMMIT carries the destination's.
+    const digestAtStart = hasPostcopy(req.mode) ? null : (digest?.hex() ?? null);
+    await sendControl(channel, sink.sealer, {
       t: 'start',
       snapshot,
       stoppedAtMs,
-      pagesTotal: pagesSent,
-      framesTotal: framesSent,
+      pagesTotal: allocatedPages,
+      framesTotal: sink.sealer.framesSealed,
       metadataDigest: metadata.toString('hex'),
-      digest: sourceDigest,
-      token: minter.start({ pagesTotal: pagesSent, metadataDigest: metadata }),
+      digest: digestAtStart,
+      token: minter.start({ pagesTotal: allocatedPages, metadataDigest: metadata }),
     });
+    const startSentAtMs = mark('startSent');
+
+    let postcopyDoneAtMs = transferDoneAtMs;
+    if (hasPostcopy(req.mode)) {
+      phase = 'postcopy';
+      pusher = new PostcopyPusher(heap, toMigrate, pending, sink, urgent!, epoch, digest, limit, () =>
+        ticker.report('postcopy', bytesTotal - pusher!.pagesLeft * PAGE_SIZE, bytesTotal, false, {
+          faultsServed: pusher!.stats.fetchesServed,
+        }),
+      );
+      const serving = pusher.serveFetches();
+      serving.catch(() => {});
+      await Promise.race([pusher.push(), answer.promise, serving]);
+      postcopyDoneAtMs = monotonicMs();
+    }
     phase = 'awaiting-commit';
-    mark('startSent');
 
     const reply = await answer.promise;
+    pusher?.stop();
     if (reply.t === 'abort') {
       tokens.checkAbort(reply.token);
       throw new DestinationAbort(reply.reason);
     }
     if (reply.t !== 'commit') throw new ProtocolError(`expected COMMIT, got '${reply.t}'`);
-    checkCommit(tokens, reply, { pagesSent, metadata, sourceDigest });
-    mark('committed');
+    const sourceDigest = digest?.hex() ?? null;
+    checkCommit(tokens, reply, { pagesSent: allocatedPages, metadata, sourceDigest });
+    const committedAtMs = mark('committed');
     phases.resumed = reply.resumedAtMs - t0;
     ticker.report('commit', bytesTotal, bytesTotal, true);
 
     const ownCpu = cpuSince(cpu);
+    const sendEnd = hasPostcopy(req.mode) ? postcopyDoneAtMs : transferDoneAtMs;
     const report: EnclaveReport = {
       migrationId: keys.migrationId.toString('hex'),
       app: deps.appKind,
       mode: req.mode,
       tee: deps.tee.describe(),
       teeSecure: deps.tee.secure,
-      heapBytes: deps.heap.byteLength,
+      heapBytes: heap.byteLength,
       allocatedBytes: bytesTotal,
-      pagesTransferred: pagesSent,
-      framesTransferred: framesSent,
-      bytesOnWire: channel.bytesRead + channel.bytesWritten,
+      pagesTransferred:
+        bytesSent / PAGE_SIZE + (pusher ? pusher.stats.pagesPushed + pusher.stats.pagesFetched : 0),
+      framesTransferred: sink.sealer.framesSealed + (urgent?.sealer.framesSealed ?? 0),
+      bytesOnWire:
+        channel.bytesRead +
+        channel.bytesWritten +
+        (urgent ? urgent.channel.bytesRead + urgent.channel.bytesWritten : 0),
       downtimeMs: reply.resumedAtMs - stoppedAtMs,
-      totalMs: (phases.committed ?? 0) - phases.prepare!,
-      throughputMBps: bytesTotal / 1e6 / Math.max((transferDoneAtMs - stoppedAtMs) / 1000, 1e-9),
+      totalMs: committedAtMs - t0,
+      throughputMBps: bytesTotal / 1e6 / Math.max((sendEnd - (firstSendAtMs ?? stoppedAtMs)) / 1000, 1e-9),
+      precopyRounds: precopy?.rounds ?? 0,
+      dirtyRateMBps: precopy ? precopy.dirtyRateBps / 1e6 : null,
+      demandFaults: reply.faults?.count ?? 0,
+      faultLatencyUs:
+        reply.faults && reply.faults.count > 0
+          ? { p50: reply.faults.p50Us, p99: reply.faults.p99Us, max: reply.faults.maxUs }
+          : null,
+      tracker: reply.faults?.tracker ?? null,
+      postcopyMs: hasPostcopy(req.mode) ? committedAtMs - startSentAtMs : null,
+      pagesFetched: pusher?.stats.pagesFetched ?? 0,
+      pagesPushed: pusher?.stats.pagesPushed ?? 0,
       sourcePeakRssBytes: peakRssBytes(),
       destinationPeakRssBytes: reply.peakRssBytes,
       sourceCpuMs: ownCpu.userMs + ownCpu.systemMs,
@@ -224,23 +312,35 @@ export async function migrateOut(
       startedAt: new Date(Date.now() - (monotonicMs() - t0)).toISOString(),
       phases: phases as PhaseTimes,
     };
-    for (const key of [keys.sendKey, keys.recvKey, keys.ownTokenKey, keys.peerTokenKey]) key.fill(0);
+    wipeKeys(keys);
     await selfDestroy(deps);
     return { kind: 'committed', report };
   } catch (err) {
-    if (phase !== 'awaiting-commit') {
-      if (paused) deps.app.serve();
+    pusher?.stop();
+    if (!afterStart(phase)) {
+      if (paused) await app.serve();
       return { kind: 'aborted', message: errorMessage(answer?.abortReason() ?? err) };
     }
     // After START only a verified ABORT token lets the application serve again (checked above).
     if (err instanceof DestinationAbort) {
-      deps.app.serve();
+      await app.serve();
       return { kind: 'aborted', message: err.message };
     }
     const message = `${errorMessage(err)} (START was sent; the application stays paused)`;
     return { kind: 'in-doubt', message, tokens: tokens! };
   } finally {
-    socket?.destroy();
+    channel?.destroy();
+    urgent?.channel.destroy();
+  }
+}
+
+function dataTarget(req: MigrateOutRequest): DataTarget {
+  return { host: req.dataHost, port: req.dataPort, ticket: req.ticket, peerAuth: req.peerAuth };
+}
+
+function wipeKeys(keys: SessionKeys): void {
+  for (const key of [keys.sendKey, keys.recvKey, keys.ownTokenKey, keys.peerTokenKey, keys.channelSecret]) {
+    key.fill(0);
   }
 }
 

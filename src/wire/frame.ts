@@ -21,6 +21,12 @@ export enum FrameType {
   Hello = 1,
   HelloReply = 2,
   Confirm = 3,
+  /**
+   * Unsealed and empty: the enclave now holds this connection, the dialler may speak. The receiving
+   * host reads the routing preamble with a stream that buffers whatever follows it, and bytes buffered
+   * there would not travel with the socket to the enclave; so the enclave always speaks first.
+   */
+  Ready = 4,
   Control = 16,
   Pages = 17,
   /** A sealed control message that carries a migration token (START, COMMIT, ABORT). */

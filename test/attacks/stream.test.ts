@@ -113,11 +113,13 @@ describe('a relay that rearranges the stream', { timeout: 60_000 }, () => {
     });
   });
 
-  test('drops BEGIN: pages arrive where a control message must', async () => {
+  test('drops BEGIN: the next frame is out of sequence', async () => {
     const kv = await bench.startKv();
     const relay = await bench.relay(on('begin', 0, { do: 'drop' }));
     await bench.expectRefused(kv, relay, {
-      error: /destination aborted: expected a control or token frame, got frame type 17/,
+      // Pages may legitimately come before BEGIN (pre-copy rounds), so the gap in the sealed
+      // sequence is what gives the drop away.
+      error: /destination aborted: frame seq \d+ where \d+ was expected/,
       fired: [['drop', 'begin']],
     });
   });

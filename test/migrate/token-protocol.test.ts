@@ -1,16 +1,19 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import type { AppSnapshot, EnclaveApp } from '../../src/apps/app.js';
+import type { MessagePort } from 'node:worker_threads';
+import type { AppSnapshot } from '../../src/apps/app.js';
 import { handshake, type SessionKeys } from '../../src/crypto/handshake.js';
 import { Opener, Sealer } from '../../src/crypto/seal.js';
 import { HeapAllocator } from '../../src/heap/allocator.js';
 import { PAGE_SIZE } from '../../src/heap/constants.js';
-import { bitmapWords } from '../../src/heap/page-bitmap.js';
+import { encodeBitmap } from '../../src/heap/bitmap-codec.js';
+import { bitmapWords, PageBitmap } from '../../src/heap/page-bitmap.js';
 import { SecureHeap } from '../../src/heap/secure-heap.js';
 import { openControl, sendControl } from '../../src/migrate/control-channel.js';
 import { type DestinationOutcome, migrateIn } from '../../src/migrate/destination.js';
 import type { ControlMessage, ControlOf } from '../../src/migrate/messages.js';
+import type { MigratingApp } from '../../src/migrate/migrating-app.js';
 import { metadataDigest } from '../../src/migrate/metadata-digest.js';
 import { migrateOut, type SourceOutcome } from '../../src/migrate/source.js';
 import { TokenMinter, TokenVerifier } from '../../src/migrate/tokens.js';
@@ -32,36 +35,37 @@ const HEAP_BYTES = 4 * 2 ** 20;
 const tee = () => newSimTee(MEASUREMENT);
 
 /** An application that only records what the migration agent does to it. */
-class RecordingApp implements EnclaveApp {
-  readonly kind = 'kv';
+class RecordingApp implements MigratingApp {
   running = false;
   timesServed = 0;
   restored: AppSnapshot | null = null;
   closed = false;
-  format(): void {}
-  listen(): Promise<void> {
-    return Promise.resolve();
-  }
-  serve(): void {
+  serve(): Promise<{ servingAtMs: number }> {
     this.running = true;
     this.timesServed++;
+    return Promise.resolve({ servingAtMs: monotonicMs() });
   }
-  pause(): void {
+  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot }> {
     this.running = false;
+    return Promise.resolve({ pausedAtMs: monotonicMs(), snapshot: { app: 'kv', totalCommands: 7 } });
   }
-  snapshot(): AppSnapshot {
-    return { app: 'kv', totalCommands: 7 };
-  }
-  restore(snapshot: AppSnapshot): void {
+  restore(snapshot: AppSnapshot): Promise<void> {
     this.restored = snapshot;
+    return Promise.resolve();
+  }
+  takeDirty(): Promise<Uint32Array> {
+    return Promise.resolve(new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)));
+  }
+  track(): Promise<{ requests: MessagePort; state: Int32Array }> {
+    return Promise.reject(new Error('stop-and-copy does not track'));
+  }
+  untrack(): Promise<{ tracker: null }> {
+    return Promise.resolve({ tracker: null });
   }
   close(): Promise<void> {
     this.closed = true;
     this.running = false;
     return Promise.resolve();
-  }
-  stats(): Record<string, number> {
-    return {};
   }
 }
 
@@ -102,13 +106,24 @@ async function otherMigrationKeys(): Promise<SessionKeys> {
 // ---------------------------------------------------------------------------------------------
 // A real destination (migrateIn) fed by a scripted source.
 
+/** One page to migrate, page 0. */
+const ONE_PAGE = (() => {
+  const pages = PageBitmap.create(HEAP_BYTES / PAGE_SIZE);
+  pages.set(0);
+  return encodeBitmap(pages);
+})();
+const NO_PAGE = encodeBitmap(PageBitmap.create(HEAP_BYTES / PAGE_SIZE));
 const BEGIN = {
   mode: 'stop-and-copy',
   app: 'kv',
   heapBytes: HEAP_BYTES,
   allocatedPages: 1,
   verify: false,
+  epoch: 1,
+  allocated: ONE_PAGE,
+  current: NO_PAGE,
 } as const;
+const PREFAULT = { t: 'prefault', allocated: ONE_PAGE, mode: 'stop-and-copy', verify: false } as const;
 const SNAPSHOT = JSON.stringify({ app: 'kv', totalCommands: 7 });
 
 async function destinationUnderTest() {
@@ -117,7 +132,7 @@ async function destinationUnderTest() {
   const app = new RecordingApp();
   const { client, server, close } = await tcpPair();
   const outcome = migrateIn(
-    { heap, app, appKind: 'kv', tee: tee(), policy: testPolicy(), attachHeap: () => {} },
+    { heap, app, appKind: 'kv', tee: tee(), policy: testPolicy(), onResumed: () => {} },
     server,
   );
   const channel = new FramedSocket(client);
@@ -127,13 +142,14 @@ async function destinationUnderTest() {
 
   /** PREFAULT, BEGIN and one page: everything before START. */
   async function sendHeap(begin = BEGIN): Promise<void> {
-    const bitmap = Buffer.alloc(bitmapWords(heap.pageCount) * 4).toString('base64');
-    await send({ t: 'prefault', allocated: bitmap });
+    await send(PREFAULT);
     const prefaulted = openControl(await channel.next(), source.opener);
     assert.equal(prefaulted.t, 'prefaulted');
     await send({ t: 'begin', ...begin });
     const page = Buffer.alloc(PAGE_SIZE, 0x5a);
-    await channel.send(source.sealer.seal({ type: FrameType.Pages, firstPage: 0, pageCount: 1 }, page));
+    await channel.send(
+      source.sealer.seal({ type: FrameType.Pages, firstPage: 0, pageCount: 1, epoch: 1 }, page),
+    );
   }
 
   function start(overrides: Partial<ControlOf<'start'>> = {}): ControlOf<'start'> {
@@ -284,12 +300,11 @@ describe('destination: START token', { timeout: 20_000 }, () => {
   test('a START before any page or BEGIN is refused', async () => {
     const d = await destinationUnderTest();
     try {
-      const bitmap = Buffer.alloc(bitmapWords(d.heap.pageCount) * 4).toString('base64');
-      await d.send({ t: 'prefault', allocated: bitmap });
+      await d.send(PREFAULT);
       await d.source.channel.next();
       await d.send(d.start());
       d.source.channel.destroy();
-      await expectAbort(d.outcome, /expected BEGIN, got 'start'/);
+      await expectAbort(d.outcome, /unexpected 'start' while receiving pages/);
       assert.equal(d.app.timesServed, 0);
     } finally {
       d.close();
@@ -349,14 +364,14 @@ async function sourceUnderTest(answer: Answer) {
   const block = allocator.alloc(3 * PAGE_SIZE);
   heap.writeU32(block, 0xc0ffee);
   const app = new RecordingApp();
-  app.serve();
+  await app.serve();
 
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
   const outcome = migrateOut(
-    { heap, allocator, app, appKind: 'kv', tee: tee(), policy: testPolicy() },
+    { heap, app, appKind: 'kv', tee: tee(), policy: testPolicy() },
     {
       mode: 'stop-and-copy',
       dataHost: '127.0.0.1',
@@ -365,6 +380,8 @@ async function sourceUnderTest(answer: Answer) {
       peerAuth: '00'.repeat(32),
       verify: true,
       requestedAtMs: monotonicMs(),
+      maxDowntimeMs: 300,
+      bandwidthBps: null,
     },
     () => {},
   );
@@ -405,6 +422,7 @@ function commitFor(
     peakRssBytes: 0,
     cpuUserMs: 0,
     cpuSystemMs: 0,
+    faults: null,
     token: d.minter.commit({
       pagesInstalled,
       metadataDigest: Buffer.from(start.metadataDigest, 'hex'),

@@ -82,7 +82,7 @@ describe('frame header', () => {
   });
 
   test('rejects unknown frame types', () => {
-    for (const type of [0, 4, 15, 19, 255]) {
+    for (const type of [0, 5, 15, 19, 255]) {
       assert.throws(() => decodeHeader(corrupt((b) => b.writeUInt8(type, 4))), FrameError, `type ${type}`);
     }
     assert.throws(() => encodeHeader({ ...baseHeader, type: 99 as FrameType }), FrameError);

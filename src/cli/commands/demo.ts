@@ -1,19 +1,24 @@
+import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { countLostWrites, KvLoad } from '../../bench/kv-load.js';
 import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from '../../bench/local-cluster.js';
 import type { EnclaveInfo } from '../../host/api-schema.js';
 import type { MigrationReport } from '../../migrate/report.js';
+import { monotonicMs } from '../../util/clock.js';
 import { UserError } from '../../util/errors.js';
 import { formatBytes } from '../../util/size.js';
 import { portOption, printJson, sizeOption } from '../context.js';
 import { MigrationProgressView } from '../migrate-progress.js';
 import { renderReport } from '../render.js';
-import { checkMode, requestMigration } from './migrate.js';
+import { checkMode, liveOptions, requestMigration } from './migrate.js';
 
 export interface DemoOptions {
   heap: string;
   mode: string;
   port?: string;
+  maxDowntime: string;
+  bandwidth?: string;
+  timeline?: string;
   json?: boolean;
 }
 
@@ -25,6 +30,7 @@ export interface DemoOptions {
 export async function demoCommand(options: DemoOptions): Promise<void> {
   const heapBytes = sizeOption(options.heap, '--heap');
   const mode = checkMode(options.mode);
+  const live = liveOptions(options);
   const say = (msg: string) => {
     if (!options.json) process.stderr.write(`• ${msg}\n`);
   };
@@ -56,10 +62,11 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
     await sleep(500);
 
     say(`migrating ${enclave.id} by ${mode} while a client keeps using it…`);
+    const requestedAtMs = monotonicMs();
     const report: MigrationReport = await requestMigration(
       sourceClient,
       enclave.id,
-      { to: destination.controlUrl, mode, verify: true },
+      { to: destination.controlUrl, mode, verify: true, ...live },
       new MigrationProgressView(!options.json),
     );
     for (let waited = 0; load.sinceLastSuccess() > 20 && waited < 10_000; waited += 10) await sleep(10);
@@ -67,6 +74,8 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
     const loadResult = await load.stop();
     const readBack = await countLostWrites(load, { host: DESTINATION_BIND, port });
     report.clientGapMs = loadResult.clientGapMs;
+    const timeline = throughputTimeline(loadResult.opsPer100ms, requestedAtMs - load.startedAtMs, report);
+    if (options.timeline) fs.writeFileSync(options.timeline, `${JSON.stringify(timeline, null, 2)}\n`);
 
     const demo = {
       clientOps: loadResult.ops,
@@ -76,7 +85,7 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
       lostWrites: readBack.lost,
     };
     ok = report.verified && readBack.lost === 0;
-    if (options.json) printJson({ ...report, demo });
+    if (options.json) printJson({ ...report, demo, timeline });
     else {
       process.stdout.write(`${renderReport(report)}\n`);
       process.stdout.write(
@@ -88,4 +97,22 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
     await cluster.close(!ok);
     if (!ok) say(`logs kept in ${cluster.dir}`);
   }
+}
+
+/**
+ * The client's successful operations per 100 ms, with the migration's instants on the same axis (ms
+ * since the load started), so that before, during and after can be told apart.
+ */
+export function throughputTimeline(opsPer100ms: number[], requestedAtMs: number, report: MigrationReport) {
+  const at = (phaseMs: number | undefined) => (phaseMs === undefined ? null : requestedAtMs + phaseMs);
+  return {
+    bucketMs: 100,
+    opsPer100ms,
+    marks: {
+      migrationRequested: requestedAtMs,
+      blackout: at(report.phases.blackout),
+      resumed: at(report.phases.resumed),
+      committed: at(report.phases.committed),
+    },
+  };
 }

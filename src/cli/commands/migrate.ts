@@ -4,7 +4,7 @@ import { isMigrationMode, MIGRATION_MODES } from '../../migrate/modes.js';
 import type { MigrationReport } from '../../migrate/report.js';
 import { parseHostPort } from '../../util/address.js';
 import { UserError } from '../../util/errors.js';
-import { type ClientOptions, hostClient, printJson } from '../context.js';
+import { type ClientOptions, hostClient, printJson, rateOption } from '../context.js';
 import { MigrationProgressView } from '../migrate-progress.js';
 import { renderReport } from '../render.js';
 
@@ -14,7 +14,25 @@ export interface MigrateOptions extends ClientOptions {
   mode: string;
   dataAddress?: string;
   verify: boolean;
+  maxDowntime: string;
+  bandwidth?: string;
   json?: boolean;
+}
+
+/** --max-downtime and --bandwidth, as the host API takes them. */
+export function liveOptions(options: { maxDowntime: string; bandwidth?: string }): {
+  maxDowntimeMs: number;
+  bandwidthBps?: number;
+} {
+  const maxDowntimeMs = Number(options.maxDowntime);
+  if (!(Number.isInteger(maxDowntimeMs) && maxDowntimeMs >= 1 && maxDowntimeMs <= 3_600_000)) {
+    throw new UserError(
+      `--max-downtime: '${options.maxDowntime}' is not a whole number of ms (1 .. 3600000)`,
+    );
+  }
+  const bandwidthBps =
+    options.bandwidth === undefined ? undefined : rateOption(options.bandwidth, '--bandwidth');
+  return { maxDowntimeMs, ...(bandwidthBps === undefined ? {} : { bandwidthBps }) };
 }
 
 export function checkMode(mode: string): MigrateRequest['mode'] {
@@ -56,7 +74,13 @@ export async function migrateCommand(id: string, options: MigrateOptions): Promi
   const report = await requestMigration(
     source,
     id,
-    { to: destination.url, mode, dataAddress: options.dataAddress, verify: options.verify },
+    {
+      to: destination.url,
+      mode,
+      dataAddress: options.dataAddress,
+      verify: options.verify,
+      ...liveOptions(options),
+    },
     new MigrationProgressView(!options.json),
   );
   if (options.json) printJson(report);

@@ -1,0 +1,52 @@
+import type { MessagePort } from 'node:worker_threads';
+import type { AppSnapshot } from '../apps/app.js';
+import type { AppKind } from '../apps/registry.js';
+import type { SharedHeap } from '../heap/secure-heap.js';
+import type { TrackerStats } from '../trackers/tracker.js';
+
+/**
+ * Messages between the enclave's I/O thread (main) and its application thread (app-worker.ts). Both
+ * run the same trusted code in one process, so they are typed, not validated.
+ */
+
+export interface AppWorkerData {
+  kind: AppKind;
+  heap: SharedHeap;
+  bindAddress: string;
+  port: number;
+  logBase: Record<string, unknown>;
+}
+
+export type AppRequest =
+  /** Fresh start: format the heap, fill it, listen and serve. */
+  | { op: 'start-fresh'; fillBytes: number }
+  /** Destination: bind the port and hold connections until restore and serve. */
+  | { op: 'listen' }
+  /** Stop at a quiescent point: no request is half-done when this is answered. */
+  | { op: 'pause' }
+  | { op: 'serve' }
+  /** Attach the allocator and the application to a heap that arrived, and take its snapshot. */
+  | { op: 'restore'; snapshot: AppSnapshot }
+  /** Dirty pages since the last take, and clear them: one pre-copy epoch, cut at a quiescent point. */
+  | { op: 'take-dirty' }
+  /** Start the Access Tracker: misses go to `fetcher`; `state` carries the fetcher's failure flag. */
+  | { op: 'track'; fetcher: MessagePort; state: SharedArrayBuffer }
+  | { op: 'untrack' }
+  | { op: 'stats' }
+  | { op: 'close' };
+
+export interface AppResults {
+  'start-fresh': { stats: Record<string, number> };
+  listen: Record<string, never>;
+  pause: { pausedAtMs: number; snapshot: AppSnapshot };
+  serve: { servingAtMs: number };
+  restore: Record<string, never>;
+  'take-dirty': { words: Uint32Array };
+  track: Record<string, never>;
+  untrack: { tracker: TrackerStats | null };
+  stats: { stats: Record<string, number> };
+  close: Record<string, never>;
+}
+
+export type AppCall = { id: number } & AppRequest;
+export type AppReply = { id: number } & ({ ok: true; result: unknown } | { ok: false; message: string });

@@ -1,0 +1,98 @@
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import type { AppSnapshot } from '../apps/app.js';
+import type { SecureHeap } from '../heap/secure-heap.js';
+import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from './app-thread-protocol.js';
+
+type Op = AppRequest['op'];
+
+/**
+ * The I/O thread's handle on the application thread (app-worker.ts): each call is a request
+ * answered once the application thread handled it between two of its own events.
+ */
+export class AppThread {
+  private readonly worker: Worker;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: unknown) => void; reject: (e: Error) => void }>();
+  private failure: Error | null = null;
+
+  private constructor(data: AppWorkerData) {
+    this.worker = new Worker(new URL('./app-worker.js', import.meta.url), { workerData: data });
+    this.worker.on('message', (reply: AppReply) => {
+      const waiter = this.pending.get(reply.id);
+      if (!waiter) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) waiter.resolve(reply.result);
+      else waiter.reject(new Error(reply.message));
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`application thread exited (code ${code})`)));
+  }
+
+  static start(heap: SecureHeap, data: Omit<AppWorkerData, 'heap'>): AppThread {
+    return new AppThread({ ...data, heap: heap.share() });
+  }
+
+  startFresh(fillBytes: number): Promise<AppResults['start-fresh']> {
+    return this.call({ op: 'start-fresh', fillBytes });
+  }
+
+  async listen(): Promise<void> {
+    await this.call({ op: 'listen' });
+  }
+
+  pause(): Promise<AppResults['pause']> {
+    return this.call({ op: 'pause' });
+  }
+
+  serve(): Promise<AppResults['serve']> {
+    return this.call({ op: 'serve' });
+  }
+
+  async restore(snapshot: AppSnapshot): Promise<void> {
+    await this.call({ op: 'restore', snapshot });
+  }
+
+  async takeDirty(): Promise<Uint32Array> {
+    return (await this.call({ op: 'take-dirty' })).words;
+  }
+
+  /** Starts the Access Tracker; returns the fetcher's end of the request port and its state words. */
+  async track(): Promise<{ requests: MessagePort; state: Int32Array }> {
+    const { port1, port2 } = new MessageChannel();
+    const state = new SharedArrayBuffer(4);
+    await this.call({ op: 'track', fetcher: port2, state }, [port2]);
+    return { requests: port1, state: new Int32Array(state) };
+  }
+
+  async untrack(): Promise<AppResults['untrack']> {
+    return this.call({ op: 'untrack' });
+  }
+
+  async stats(): Promise<Record<string, number>> {
+    return (await this.call({ op: 'stats' })).stats;
+  }
+
+  async close(): Promise<void> {
+    if (!this.failure) await this.call({ op: 'close' }).catch(() => {});
+    await this.worker.terminate();
+  }
+
+  private call<O extends Op>(
+    request: Extract<AppRequest, { op: O }>,
+    transfer: MessagePort[] = [],
+  ): Promise<AppResults[O]> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (r: unknown) => void, reject });
+      const call: AppCall = { id, ...request };
+      this.worker.postMessage(call, transfer);
+    });
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const waiter of this.pending.values()) waiter.reject(this.failure);
+    this.pending.clear();
+  }
+}

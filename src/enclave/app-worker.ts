@@ -1,0 +1,96 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import pino from 'pino';
+import { createApp, type MigratableApp } from '../apps/registry.js';
+import { HeapAllocator } from '../heap/allocator.js';
+import { PAGE_SIZE } from '../heap/constants.js';
+import { SecureHeap } from '../heap/secure-heap.js';
+import { AccessTracker } from '../trackers/access-tracker.js';
+import { monotonicMs } from '../util/clock.js';
+import { errorMessage } from '../util/errors.js';
+import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from './app-thread-protocol.js';
+
+/**
+ * The application thread: the application and its allocator run here, on the shared SecureHeap, so
+ * that a tracker can block this thread on a missing page while the I/O thread keeps receiving pages.
+ * Requests are handled one at a time between application events, which is what makes `pause` and
+ * `take-dirty` quiescent: no command is half-done when they run.
+ */
+const data = workerData as AppWorkerData;
+const log = pino({ base: data.logBase }, pino.destination(2));
+const heap = SecureHeap.fromShared(data.heap);
+let allocator: HeapAllocator | undefined;
+let tracker: AccessTracker | undefined;
+
+const app: MigratableApp = createApp(data.kind, {
+  heap,
+  get allocator(): HeapAllocator {
+    if (!allocator) throw new Error('the heap has not been formatted or restored yet');
+    return allocator;
+  },
+  bindAddress: data.bindAddress,
+  port: data.port,
+  log: (msg, fields) => log.info(fields ?? {}, msg),
+});
+
+function stats(): Record<string, number> {
+  const base: Record<string, number> = { heapBytes: heap.byteLength };
+  if (allocator) base.allocatedBytes = allocator.stats().allocatedPages * PAGE_SIZE;
+  return { ...base, ...app.stats() };
+}
+
+async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]> {
+  switch (request.op) {
+    case 'start-fresh':
+      allocator = HeapAllocator.format(heap);
+      app.format();
+      if (request.fillBytes > 0) app.fill(request.fillBytes);
+      // The fill is not a change a migration has to track: every page goes in the first round anyway.
+      heap.dirty.clearAll();
+      await app.listen();
+      app.serve();
+      return { stats: stats() };
+    case 'listen':
+      await app.listen();
+      return {};
+    case 'pause':
+      app.pause();
+      return { pausedAtMs: monotonicMs(), snapshot: app.snapshot() };
+    case 'serve':
+      app.serve();
+      return { servingAtMs: monotonicMs() };
+    case 'restore':
+      allocator = HeapAllocator.attach(heap);
+      app.restore(request.snapshot);
+      return {};
+    case 'take-dirty': {
+      const { words } = heap.dirty.take();
+      return { words };
+    }
+    case 'track':
+      tracker = new AccessTracker(heap, request.fetcher, new Int32Array(request.state));
+      tracker.attach();
+      return {};
+    case 'untrack': {
+      const figures = tracker?.detach() ?? null;
+      tracker = undefined;
+      return { tracker: figures };
+    }
+    case 'stats':
+      return { stats: stats() };
+    case 'close':
+      await app.close();
+      return {};
+  }
+}
+
+parentPort!.on('message', (call: AppCall) => {
+  const reply = (message: AppReply, transfer: ArrayBuffer[] = []) =>
+    parentPort!.postMessage(message, transfer);
+  handle(call).then(
+    (result) => {
+      const words = (result as { words?: Uint32Array }).words;
+      reply({ id: call.id, ok: true, result }, words ? [words.buffer as ArrayBuffer] : []);
+    },
+    (err: unknown) => reply({ id: call.id, ok: false, message: errorMessage(err) }),
+  );
+});

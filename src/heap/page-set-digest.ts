@@ -1,0 +1,66 @@
+import { createHash } from 'node:crypto';
+import { PAGE_SIZE } from './constants.js';
+import { PageBitmap } from './page-bitmap.js';
+
+const LEAF_BYTES = 32;
+
+/**
+ * The end-to-end check behind `verified`: the XOR over every allocated page p of
+ * SHA-256(u64le(p) || the 4096 bytes of p), the final version of each page. Unlike a hash over the
+ * stream, it does not depend on the order or the channel in which pages travel, nor on how often a
+ * page was sent (pre-copy rounds, a demand fetch racing the bulk push): each side keeps the leaf of
+ * the version it last sent or installed and replaces it when a newer one comes. The source feeds it
+ * the pages it seals, the destination the pages it just installed, read back from its own heap before
+ * the application can touch them; pages that were sent but are no longer allocated at the blackout
+ * are removed on both sides.
+ */
+export class PageSetDigest {
+  private readonly acc = Buffer.alloc(LEAF_BYTES);
+  /** Lazily committed: untouched pages' leaves cost no memory. */
+  private readonly leaves: Uint8Array;
+  private readonly has: PageBitmap;
+  private readonly prefix = Buffer.alloc(8);
+
+  constructor(pageCount: number) {
+    this.leaves = new Uint8Array(pageCount * LEAF_BYTES);
+    this.has = PageBitmap.create(pageCount);
+  }
+
+  /** Records the current version of pages [first, first + count), whose bytes are `bytes`. */
+  add(first: number, count: number, bytes: Uint8Array): void {
+    for (let i = 0; i < count; i++) {
+      const page = first + i;
+      this.remove(page);
+      this.prefix.writeBigUInt64LE(BigInt(page));
+      const leaf = createHash('sha256')
+        .update(this.prefix)
+        .update(bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))
+        .digest();
+      this.leaves.set(leaf, page * LEAF_BYTES);
+      this.xor(leaf);
+      this.has.set(page);
+    }
+  }
+
+  /** Forgets page `page` (no longer allocated, or about to be replaced). */
+  remove(page: number): void {
+    if (!this.has.get(page)) return;
+    this.xor(this.leaves.subarray(page * LEAF_BYTES, (page + 1) * LEAF_BYTES));
+    this.has.clear(page);
+  }
+
+  /** Forgets every recorded page that `keep` does not hold. */
+  retainOnly(keep: PageBitmap): void {
+    for (let page = this.has.nextSet(0); page !== -1; page = this.has.nextSet(page + 1)) {
+      if (!keep.get(page)) this.remove(page);
+    }
+  }
+
+  hex(): string {
+    return this.acc.toString('hex');
+  }
+
+  private xor(leaf: Uint8Array): void {
+    for (let i = 0; i < LEAF_BYTES; i++) this.acc[i]! ^= leaf[i]!;
+  }
+}

@@ -1,0 +1,21 @@
+import type { MessagePort } from 'node:worker_threads';
+import type { AppSnapshot } from '../apps/app.js';
+import type { TrackerStats } from '../trackers/tracker.js';
+
+/**
+ * What the migration agent, on the enclave's I/O thread, asks of the application thread
+ * (enclave/app-thread.ts implements it). Each call is answered between two application events, so a
+ * pause or a dirty-page epoch never cuts a request in half.
+ */
+export interface MigratingApp {
+  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot }>;
+  serve(): Promise<{ servingAtMs: number }>;
+  /** Attaches the allocator and the application to a heap that arrived (may fault on missing pages). */
+  restore(snapshot: AppSnapshot): Promise<void>;
+  /** Pages written since the last call (bitmap words), cleared on the application thread. */
+  takeDirty(): Promise<Uint32Array>;
+  /** Starts the Access Tracker; the agent serves the requests that arrive on `requests`. */
+  track(): Promise<{ requests: MessagePort; state: Int32Array }>;
+  untrack(): Promise<{ tracker: TrackerStats | null }>;
+  close(): Promise<void>;
+}
