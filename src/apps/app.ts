@@ -39,7 +39,12 @@ export interface EnclaveApp {
   snapshot(): AppSnapshot;
   /** Re-attach to application structures that arrived in the heap, plus the snapshot. */
   restore(snapshot: AppSnapshot): void;
-  /** Close the listener and every client connection. */
+  /**
+   * Close the listener and every client connection but keep the state; listen() may bind again.
+   * A source does this once START is out: its clients should find the application where it runs now.
+   */
+  disconnect(): Promise<void>;
+  /** Close the listener and every client connection, for good. */
   close(): Promise<void>;
   /** Figures for `ps` and INFO-like reporting. */
   stats(): Record<string, number>;

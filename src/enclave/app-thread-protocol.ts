@@ -32,6 +32,10 @@ export type AppRequest =
   /** Start the Access Tracker: misses go to `fetcher`; `state` carries the fetcher's failure flag. */
   | { op: 'track'; fetcher: MessagePort; state: SharedArrayBuffer }
   | { op: 'untrack' }
+  /** Source after START: clients go; the state stays, in case an ABORT brings the application back. */
+  | { op: 'disconnect' }
+  /** Source after an ABORT that followed START: bind the port again and serve. */
+  | { op: 'reconnect' }
   | { op: 'stats' }
   | { op: 'close' };
 
@@ -44,6 +48,8 @@ export interface AppResults {
   'take-dirty': { words: Uint32Array };
   track: Record<string, never>;
   untrack: { tracker: TrackerStats | null };
+  disconnect: Record<string, never>;
+  reconnect: Record<string, never>;
   stats: { stats: Record<string, number> };
   close: Record<string, never>;
 }

@@ -68,6 +68,14 @@ export class AppThread {
     return this.call({ op: 'untrack' });
   }
 
+  async disconnect(): Promise<void> {
+    await this.call({ op: 'disconnect' });
+  }
+
+  async reconnect(): Promise<void> {
+    await this.call({ op: 'reconnect' });
+  }
+
   async stats(): Promise<Record<string, number>> {
     return (await this.call({ op: 'stats' })).stats;
   }

@@ -20,6 +20,8 @@ const log = pino({ base: data.logBase }, pino.destination(2));
 const heap = SecureHeap.fromShared(data.heap);
 let allocator: HeapAllocator | undefined;
 let tracker: AccessTracker | undefined;
+/** Whether the application port is bound (disconnect releases it; reconnect binds it again). */
+let listening = false;
 
 const app: MigratableApp = createApp(data.kind, {
   heap,
@@ -47,10 +49,12 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       // The fill is not a change a migration has to track: every page goes in the first round anyway.
       heap.dirty.clearAll();
       await app.listen();
+      listening = true;
       app.serve();
       return { stats: stats() };
     case 'listen':
       await app.listen();
+      listening = true;
       return {};
     case 'pause':
       app.pause();
@@ -75,6 +79,14 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       tracker = undefined;
       return { tracker: figures };
     }
+    case 'disconnect':
+      listening = false;
+      await app.disconnect();
+      return {};
+    case 'reconnect':
+      if (!listening) await app.listen();
+      listening = true;
+      return {};
     case 'stats':
       return { stats: stats() };
     case 'close':

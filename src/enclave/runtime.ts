@@ -202,6 +202,7 @@ export class EnclaveRuntime {
       return reply(false, message);
     }
     this.state = { kind: 'serving' };
+    await this.app.reconnect();
     await this.app.serve();
     this.log.warn('ABORT token verified: the destination never resumed; serving again');
     return reply(true, 'ABORT token verified; the application serves again');

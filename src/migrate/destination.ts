@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
+import { setImmediate as yieldToEvents } from 'node:timers/promises';
 import { z } from 'zod';
 import type { AppSnapshot } from '../apps/app.js';
 import { handshake, type SessionKeys } from '../crypto/handshake.js';
@@ -348,6 +349,9 @@ async function receiveUntilComplete(
           }
           left -= installer.install(frame, opener, policy);
           if (left === 0) finish();
+          // Queued frames resolve next() at once, and a chain of resolved promises never lets I/O in:
+          // without this, a backlog of bulk frames would hold back a demanded page for its whole length.
+          await yieldToEvents();
         }
       } catch (err) {
         if (!done)

@@ -17,5 +17,9 @@ export interface MigratingApp {
   /** Starts the Access Tracker; the agent serves the requests that arrive on `requests`. */
   track(): Promise<{ requests: MessagePort; state: Int32Array }>;
   untrack(): Promise<{ tracker: TrackerStats | null }>;
+  /** Clients leave (START is out); the state stays. */
+  disconnect(): Promise<void>;
+  /** Binds the port again after disconnect (an ABORT after START brought the application back). */
+  reconnect(): Promise<void>;
   close(): Promise<void>;
 }

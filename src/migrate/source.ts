@@ -242,6 +242,8 @@ export async function migrateOut(
       token: minter.start({ pagesTotal: allocatedPages, metadataDigest: metadata }),
     });
     const startSentAtMs = mark('startSent');
+    // Clients waiting here would wait for COMMIT; closed now, they find the destination at once.
+    await app.disconnect();
 
     let postcopyDoneAtMs = transferDoneAtMs;
     if (hasPostcopy(req.mode)) {
@@ -323,6 +325,7 @@ export async function migrateOut(
     }
     // After START only a verified ABORT token lets the application serve again (checked above).
     if (err instanceof DestinationAbort) {
+      await app.reconnect();
       await app.serve();
       return { kind: 'aborted', message: err.message };
     }

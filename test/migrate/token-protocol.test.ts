@@ -62,6 +62,12 @@ class RecordingApp implements MigratingApp {
   untrack(): Promise<{ tracker: null }> {
     return Promise.resolve({ tracker: null });
   }
+  disconnect(): Promise<void> {
+    return Promise.resolve();
+  }
+  reconnect(): Promise<void> {
+    return Promise.resolve();
+  }
   close(): Promise<void> {
     this.closed = true;
     this.running = false;

@@ -116,13 +116,18 @@ class KvServer implements KvApp, ConnectionHost {
     if (this.phase === 'serving') this.phase = 'holding';
   }
 
-  async close(): Promise<void> {
-    this.phase = 'closed';
+  async disconnect(): Promise<void> {
     for (const connection of this.connections) connection.destroy();
     this.connections.clear();
     const server = this.server;
+    this.server = null;
     if (!server) return;
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  async close(): Promise<void> {
+    this.phase = 'closed';
+    await this.disconnect();
   }
 
   stats(): Record<string, number> {
