@@ -20,7 +20,7 @@ type RuntimeState =
   | { kind: 'uninitialised' }
   | { kind: 'serving' }
   | { kind: 'incoming'; ticket: string }
-  | { kind: 'migrating-in'; ticket: string; migration: IncomingMigration }
+  | { kind: 'migrating-in' }
   | { kind: 'migrating-out' }
   /**
    * START went out and no COMMIT came back: paused, never serving again on its own; only an ABORT
@@ -36,6 +36,11 @@ export class EnclaveRuntime {
   private state: RuntimeState = { kind: 'uninitialised' };
   private heap!: SecureHeap;
   private app!: AppThread;
+  /**
+   * The incoming migration, kept after it resumed: connections with its ticket (a reconnecting
+   * source, post-copy's urgent channel) go to it; it decides whether they belong.
+   */
+  private incoming: { ticket: string; migration: IncomingMigration } | undefined;
   private tee!: TeeBackend;
   private policy!: AttestationPolicy;
   private config!: AppConfig;
@@ -142,9 +147,8 @@ export class EnclaveRuntime {
 
   private async acceptDataConnection(ticket: string, socket: net.Socket | undefined): Promise<void> {
     if (!socket) return;
-    // A further connection of the running incoming migration (the urgent channel) goes to it.
-    if (this.state.kind === 'migrating-in' && this.state.ticket === ticket) {
-      this.state.migration.attach(socket);
+    if (this.incoming?.ticket === ticket) {
+      this.incoming.migration.attach(socket);
       return;
     }
     // Single use: one incoming migration per enclave, and only for the ticket it was prepared with.
@@ -162,7 +166,8 @@ export class EnclaveRuntime {
         void this.stats().then((stats) => this.send({ type: 'resumed', stats }));
       },
     });
-    this.state = { kind: 'migrating-in', ticket, migration };
+    this.state = { kind: 'migrating-in' };
+    this.incoming = { ticket, migration };
     const outcome = await migration.run(socket);
     if (outcome.kind === 'aborted') {
       this.state = { kind: 'gone' };

@@ -253,8 +253,8 @@ export class HostDaemon {
         });
       }
       if (m.type === 'resumed') {
+        // The ticket stays: a source whose link broke after START dials again with it.
         record.state = 'running';
-        record.ticket = undefined;
         this.log.info({ id }, 'enclave resumed after incoming migration');
       }
     });
@@ -341,10 +341,10 @@ export class HostDaemon {
 
   private routeDataConnection(ticket: string, socket: net.Socket): boolean {
     for (const record of this.enclaves.values()) {
-      // The first connection starts the incoming migration; further ones (the urgent channel of
-      // post-copy) join it. The enclave decides whether they belong, by their keys.
-      if (record.ticket === ticket && (record.state === 'incoming' || record.state === 'migrating-in')) {
-        record.state = 'migrating-in';
+      // The first connection starts the incoming migration; later ones (post-copy's urgent channel,
+      // a source dialling again after a cut) join it. The enclave decides by their keys.
+      if (record.ticket === ticket) {
+        if (record.state === 'incoming') record.state = 'migrating-in';
         record.process.send({ type: 'data-connection', ticket }, socket);
         return true;
       }

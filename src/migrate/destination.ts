@@ -4,15 +4,16 @@ import { setImmediate as yieldToEvents } from 'node:timers/promises';
 import { z } from 'zod';
 import type { AppSnapshot } from '../apps/app.js';
 import { handshake, type SessionKeys } from '../crypto/handshake.js';
-import { Opener, Sealer } from '../crypto/seal.js';
-import { decodeBitmap } from '../heap/bitmap-codec.js';
+import type { Sealer } from '../crypto/seal.js';
+import { decodeBitmap, encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE, SEGMENT_PAGES } from '../heap/constants.js';
-import type { PageBitmap } from '../heap/page-bitmap.js';
+import { PageBitmap } from '../heap/page-bitmap.js';
 import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { FETCH_FAILED, type FetchRequest, type TrackerStats } from '../trackers/tracker.js';
+import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
 import { ChannelClosedError, FramedSocket } from '../wire/framed-socket.js';
@@ -25,7 +26,7 @@ import { hasPostcopy, type MigrationMode } from './modes.js';
 import { type InstallPolicy, PageInstaller } from './page-installer.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
-import { acceptUrgentChannel, type UrgentChannel } from './urgent-channel.js';
+import { acceptChannel, type Channel, type ChannelName, firstChannel } from './link.js';
 
 export interface DestinationDeps {
   heap: SecureHeap;
@@ -65,6 +66,11 @@ export type DestinationPhase = 'handshake' | 'prefault' | 'receiving' | 'resumin
 const ABORT_LINGER_MS = 5000;
 /** Post-copy needs the urgent channel before it resumes; the source opens it right after PREFAULTED. */
 const URGENT_WAIT_MS = 10_000;
+/**
+ * After START, how long a broken channel is waited for (the source dials it again), and how long
+ * after COMMIT a reconnecting source is still answered. Longer than the source's own budget.
+ */
+const RECONNECT_WINDOW_MS = 90_000;
 
 async function discardUntilClosed(channel: FramedSocket, timeoutMs: number): Promise<void> {
   const signal = AbortSignal.timeout(timeoutMs);
@@ -77,33 +83,87 @@ async function discardUntilClosed(channel: FramedSocket, timeoutMs: number): Pro
 
 /**
  * The destination side of one migration. `run` drives it over the first connection; `attach` takes
- * the further connections the source opens (the urgent channel of post-copy).
+ * the connections the source opens later: the urgent channel of post-copy, and after a network cut,
+ * the bulk and urgent channels of the next generation. On a new bulk channel the destination first
+ * says which pages it holds (RESYNC), and repeats COMMIT if it had already sent it, so a COMMIT lost
+ * with a connection is delivered by the next one.
  */
 export class IncomingMigration {
   private phase: DestinationPhase = 'handshake';
   private keys: SessionKeys | undefined;
-  private urgent: UrgentChannel | undefined;
-  private urgentWaiters: ((channel: UrgentChannel) => void)[] = [];
+  private readonly channels: { bulk?: Channel; urgent?: Channel } = {};
+  private channelWaiters: (() => void)[] = [];
   private readonly parked: net.Socket[] = [];
+  /** Set at START: the pages to migrate. */
+  private allocated: PageBitmap | undefined;
+  private fetcher: Fetcher | undefined;
+  private commit: ControlOf<'commit'> | undefined;
+  /** After COMMIT, a reconnecting source is answered until then. */
+  private lingerUntil = Infinity;
 
   constructor(private readonly deps: DestinationDeps) {}
 
   /** A further connection for this migration (the host routed it here by its ticket). */
   attach(socket: net.Socket): void {
+    if (monotonicMs() > this.lingerUntil) {
+      socket.destroy();
+      return;
+    }
     if (!this.keys) {
       this.parked.push(socket);
       return;
     }
-    acceptUrgentChannel(socket, this.keys, this.urgent?.generation ?? 0).then(
-      (urgent) => {
-        this.urgent?.channel.destroy();
-        this.urgent = urgent;
-        for (const waiter of this.urgentWaiters.splice(0)) waiter(urgent);
-      },
+    acceptChannel(socket, this.keys).then(
+      (channel) => this.replace(channel),
       () => {
         // Not a connection of this migration: closed unread, the migration goes on.
       },
     );
+  }
+
+  private replace(channel: Channel): void {
+    const current = this.channels[channel.name];
+    if (current && current.generation >= channel.generation) {
+      channel.channel.destroy();
+      return;
+    }
+    current?.channel.destroy();
+    this.channels[channel.name] = channel;
+    for (const waiter of this.channelWaiters.splice(0)) waiter();
+    if (channel.name === 'urgent') this.fetcher?.rerequest(channel);
+    if (channel.name === 'bulk' && this.allocated) void this.resync(channel);
+  }
+
+  /** Tells a reconnected source what is here; repeats COMMIT if it is out already. */
+  private async resync(bulk: Channel): Promise<void> {
+    const held = this.allocated!.copy();
+    held.and(this.deps.heap.present);
+    try {
+      await sendControl(bulk.channel, bulk.sealer, { t: 'resync', present: encodeBitmap(held) });
+      if (this.commit) {
+        await sendControl(bulk.channel, bulk.sealer, this.commit);
+        await bulk.channel.end();
+      }
+    } catch {
+      // This connection broke too; the source dials again.
+    }
+  }
+
+  /** Waits until `name` is a channel newer than `generation`; rejects after `ms`. */
+  private newerChannel(name: ChannelName, generation: number, ms: number): Promise<Channel> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new ProtocolError(`the ${name} channel did not come back within ${ms} ms`));
+      }, ms);
+      const check = (): void => {
+        const channel = this.channels[name];
+        if (channel && channel.generation > generation) {
+          clearTimeout(timer);
+          resolve(channel);
+        } else this.channelWaiters.push(check);
+      };
+      check();
+    });
   }
 
   async run(socket: net.Socket): Promise<DestinationOutcome> {
@@ -120,9 +180,11 @@ export class IncomingMigration {
         policy: this.deps.policy,
       });
       this.keys = keys;
+      const first = firstChannel(channel, keys);
+      this.channels.bulk = first;
       for (const parked of this.parked.splice(0)) this.attach(parked);
-      sealer = new Sealer(keys.sendKey, keys.migrationId);
-      const opener = new Opener(keys.recvKey, keys.migrationId);
+      sealer = first.sealer;
+      const { opener } = first;
       minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
       const tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
       this.phase = 'prefault';
@@ -176,29 +238,22 @@ export class IncomingMigration {
           );
         }
       }
-      const urgent = postcopy ? await this.awaitUrgent() : undefined;
+      if (postcopy) await this.newerChannel('urgent', 0, URGENT_WAIT_MS);
 
       // Pages that are not to migrate hold nothing the application may read: usable as they are.
       const unallocated = allocated!.copy();
       unallocated.invert();
       for (const { first, count } of heap.runs(unallocated)) heap.present.publishRange(first, count);
+      this.allocated = allocated;
+
       // In post-copy, pages flow from here on: restoring the application already faults on some.
-      let fetcher: Fetcher | undefined;
       let receiving: Promise<void> | undefined;
       if (postcopy) {
         policy = { kind: 'live', epoch: begin!.epoch, allocated: allocated! };
-        fetcher = new Fetcher(heap, await this.deps.app.track(), urgent!);
-        receiving = receiveUntilComplete(
-          heap,
-          installer,
-          policy,
-          channel,
-          opener,
-          () => this.urgent!,
-          allocated!,
-        );
+        this.fetcher = new Fetcher(heap, await this.deps.app.track(), this.channels.urgent!);
+        receiving = this.receiveUntilComplete(installer, policy, allocated!);
         // A failure wakes the application thread, whose access then fails instead of waiting for ever.
-        receiving.catch(() => fetcher!.fail());
+        receiving.catch(() => this.fetcher!.fail());
       }
       await this.deps.app.restore(parseSnapshot(start.snapshot));
       // From here on this side serves: it must never mint an ABORT token again.
@@ -214,38 +269,43 @@ export class IncomingMigration {
           const left = allocated!.count() - countPresent(heap, allocated!);
           return { kind: 'incomplete', message: errorMessage(err), pagesMissing: left };
         }
-        fetcher!.close();
+        this.fetcher!.close();
         faults = summarise((await this.deps.app.untrack()).tracker);
       }
 
       const ownDigest = digest?.hex() ?? null;
       const pagesInstalled = allocated!.count();
       const usage = cpuSince(cpu);
+      this.commit = {
+        t: 'commit',
+        resumedAtMs,
+        pagesInstalled,
+        digest: ownDigest,
+        peakRssBytes: peakRssBytes(),
+        cpuUserMs: usage.userMs,
+        cpuSystemMs: usage.systemMs,
+        faults,
+        token: minter.commit({
+          pagesInstalled,
+          metadataDigest: metadata,
+          contentDigest: ownDigest === null ? null : Buffer.from(ownDigest, 'hex'),
+        }),
+      };
+      this.lingerUntil = monotonicMs() + RECONNECT_WINDOW_MS;
       let commitDelivered = true;
       try {
-        await sendControl(channel, sealer, {
-          t: 'commit',
-          resumedAtMs,
-          pagesInstalled,
-          digest: ownDigest,
-          peakRssBytes: peakRssBytes(),
-          cpuUserMs: usage.userMs,
-          cpuSystemMs: usage.systemMs,
-          faults,
-          token: minter.commit({
-            pagesInstalled,
-            metadataDigest: metadata,
-            contentDigest: ownDigest === null ? null : Buffer.from(ownDigest, 'hex'),
-          }),
-        });
-        await channel.end();
+        const bulk = this.channels.bulk!;
+        await sendControl(bulk.channel, bulk.sealer, this.commit);
+        await bulk.channel.end();
       } catch {
-        // The application already serves here; a lost COMMIT leaves the source paused, never running.
+        // The application already serves here. A source that missed COMMIT dials again and gets it
+        // on the new connection; until then it stays paused, never running.
         commitDelivered = false;
       }
       return { kind: 'resumed', resumedAtMs, pagesInstalled, commitDelivered };
     } catch (err) {
       const message = errorMessage(err);
+      this.lingerUntil = 0;
       // Once the application may have served here, the source must never be released.
       const abortToken = this.phase === 'resumed' ? null : (minter?.abort() ?? null);
       if (sealer && abortToken) {
@@ -257,10 +317,58 @@ export class IncomingMigration {
         await discardUntilClosed(channel, ABORT_LINGER_MS);
       }
       channel.destroy();
+      this.channels.urgent?.channel.destroy();
       return { kind: 'aborted', message, abortToken };
-    } finally {
-      this.urgent?.channel.destroy();
     }
+  }
+
+  /**
+   * Post-copy: installs pages from the bulk and the urgent channel, whichever comes first, until every
+   * page to migrate is present. A channel that breaks is waited for (the source dials it again).
+   */
+  private async receiveUntilComplete(
+    installer: PageInstaller,
+    policy: InstallPolicy,
+    allocated: PageBitmap,
+  ): Promise<void> {
+    let left = allocated.count() - countPresent(this.deps.heap, allocated);
+    if (left === 0) return;
+    await new Promise<void>((resolve, reject) => {
+      let done = false;
+      const finish = (err?: unknown): void => {
+        if (done) return;
+        done = true;
+        if (err) reject(err instanceof Error ? err : new Error(String(err)));
+        else resolve();
+      };
+      const pump = async (name: ChannelName): Promise<void> => {
+        let channel = this.channels[name]!;
+        while (!done) {
+          let frame;
+          try {
+            frame = await channel.channel.next();
+          } catch (err) {
+            if (done) return;
+            if (!(err instanceof ChannelClosedError)) throw err;
+            channel = await this.newerChannel(name, channel.generation, RECONNECT_WINDOW_MS);
+            continue;
+          }
+          if (done) return;
+          if (frame.header.type !== FrameType.Pages) {
+            throw new ProtocolError(`unexpected frame type ${frame.header.type} during post-copy`);
+          }
+          left -= installer.install(frame, channel.opener, policy);
+          if (left === 0) finish();
+          // Queued frames resolve next() at once, and a chain of resolved promises never lets I/O in:
+          // without this, a backlog of bulk frames would hold back a demanded page for its whole length.
+          await yieldToEvents();
+          // A newer generation replaced this channel while it was being read: read the new one.
+          if (this.channels[name]!.generation > channel.generation) channel = this.channels[name]!;
+        }
+      };
+      pump('bulk').catch(finish);
+      pump('urgent').catch(finish);
+    });
   }
 
   /**
@@ -298,74 +406,6 @@ export class IncomingMigration {
     digest?.retainOnly(current);
     return allocated;
   }
-
-  private awaitUrgent(): Promise<UrgentChannel> {
-    if (this.urgent) return Promise.resolve(this.urgent);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new ProtocolError(`no urgent channel within ${URGENT_WAIT_MS} ms`)),
-        URGENT_WAIT_MS,
-      );
-      this.urgentWaiters.push((channel) => {
-        clearTimeout(timer);
-        resolve(channel);
-      });
-    });
-  }
-}
-
-/**
- * Post-copy on the destination: installs pages from the bulk and the urgent channel, whichever
- * comes first, until every page to migrate is present.
- */
-async function receiveUntilComplete(
-  heap: SecureHeap,
-  installer: PageInstaller,
-  policy: InstallPolicy,
-  bulk: FramedSocket,
-  bulkOpener: Opener,
-  urgent: () => UrgentChannel,
-  allocated: PageBitmap,
-): Promise<void> {
-  let left = allocated.count() - countPresent(heap, allocated);
-  if (left === 0) return;
-  await new Promise<void>((resolve, reject) => {
-    let done = false;
-    const finish = (err?: unknown): void => {
-      if (done) return;
-      done = true;
-      if (err) reject(err instanceof Error ? err : new Error(String(err)));
-      else resolve();
-    };
-    const pump = async (
-      next: () => Promise<{ frame: Awaited<ReturnType<FramedSocket['next']>>; opener: Opener }>,
-    ) => {
-      try {
-        while (!done) {
-          const { frame, opener } = await next();
-          if (done) return;
-          if (frame.header.type !== FrameType.Pages) {
-            throw new ProtocolError(`unexpected frame type ${frame.header.type} during post-copy`);
-          }
-          left -= installer.install(frame, opener, policy);
-          if (left === 0) finish();
-          // Queued frames resolve next() at once, and a chain of resolved promises never lets I/O in:
-          // without this, a backlog of bulk frames would hold back a demanded page for its whole length.
-          await yieldToEvents();
-        }
-      } catch (err) {
-        if (!done)
-          finish(
-            err instanceof ChannelClosedError ? new ProtocolError(`post-copy broke: ${err.message}`) : err,
-          );
-      }
-    };
-    void pump(async () => ({ frame: await bulk.next(), opener: bulkOpener }));
-    void pump(async () => {
-      const channel = urgent();
-      return { frame: await channel.channel.next(), opener: channel.opener };
-    });
-  });
 }
 
 function countPresent(heap: SecureHeap, pages: PageBitmap): number {
@@ -384,11 +424,20 @@ class Fetcher {
   constructor(
     private readonly heap: SecureHeap,
     private readonly tracking: { requests: MessagePort; state: Int32Array },
-    private readonly urgent: UrgentChannel,
+    private urgent: Channel,
   ) {
-    this.requested = heap.present.copy();
+    this.requested = PageBitmap.create(heap.pageCount);
+    tracking.requests.on('message', ([first, count]: FetchRequest) => this.request(first, count, false));
+  }
+
+  /** A new urgent channel: what was asked for and has not arrived may have been lost; ask again. */
+  rerequest(urgent: Channel): void {
+    this.urgent = urgent;
+    const outstanding = this.requested.copy();
+    outstanding.andNot(this.heap.present);
     this.requested.clearAll();
-    tracking.requests.on('message', (request: FetchRequest) => this.onRequest(request));
+    for (const { first, count } of this.heap.runs(outstanding, MAX_FETCH_PAGES))
+      this.request(first, count, true);
   }
 
   /** Pages will never come: wake every waiter so that its access fails instead of hanging. */
@@ -402,12 +451,12 @@ class Fetcher {
     this.tracking.requests.close();
   }
 
-  private onRequest([first, count]: FetchRequest): void {
+  private request(first: number, count: number, again: boolean): void {
     const { heap } = this;
     const end = Math.min(first + count, heap.pageCount);
     for (let page = first; page < end;) {
       // Ask for each run of pages that are neither present nor already asked for, in bounded pieces.
-      if (heap.present.get(page) || this.requested.get(page)) {
+      if (heap.present.get(page) || (!again && this.requested.get(page))) {
         page++;
         continue;
       }
@@ -416,12 +465,13 @@ class Fetcher {
         runEnd < end &&
         runEnd - page < MAX_FETCH_PAGES &&
         !heap.present.get(runEnd) &&
-        !this.requested.get(runEnd)
+        (again || !this.requested.get(runEnd))
       ) {
         runEnd++;
       }
       this.requested.setRange(page, runEnd - page);
       const fetch = { t: 'fetch' as const, first: page, count: runEnd - page };
+      // A send on a broken channel fails quietly: the next generation asks again (rerequest).
       sendControl(this.urgent.channel, this.urgent.sealer, fetch).catch(() => {});
       page = runEnd;
     }

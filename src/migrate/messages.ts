@@ -51,7 +51,12 @@ export const controlMessage = z.discriminatedUnion('t', [
     current: bitmap,
   }),
   /** First frame on a connection opened after the handshake (sealed under that channel's own key). */
-  z.strictObject({ t: z.literal('attach'), channel: z.literal('urgent') }),
+  z.strictObject({ t: z.literal('attach'), channel: z.enum(['bulk', 'urgent']) }),
+  /**
+   * Destination to source, first message on a bulk channel that replaced a broken one: the pages to
+   * migrate it holds. Whatever was in flight when the link broke is sent again.
+   */
+  z.strictObject({ t: z.literal('resync'), present: bitmap }),
   /** Post-copy, destination to source on the urgent channel: the application waits for these pages. */
   z.strictObject({
     t: z.literal('fetch'),

@@ -3,13 +3,12 @@ import { PAGE_SIZE } from '../heap/constants.js';
 import type { PageBitmap } from '../heap/page-bitmap.js';
 import type { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
-import { ChannelClosedError } from '../wire/framed-socket.js';
 import type { RateLimiter } from '../wire/rate-limiter.js';
 import { ProtocolError, receiveControl } from './control-channel.js';
 import { DEFAULT_EXTENT_PAGES } from './extents.js';
 import { MAX_FETCH_PAGES } from './messages.js';
 import { type PageSink, sendExtent } from './page-frames.js';
-import type { UrgentChannel } from './urgent-channel.js';
+import type { Channel } from './link.js';
 
 /**
  * Pages sent around a demanded page: the aligned block that holds it. Neighbours are likely next
@@ -42,8 +41,8 @@ export class PostcopyPusher {
     private readonly allocated: PageBitmap,
     /** Pages not sent yet; cleared as they go. */
     private readonly pending: PageBitmap,
-    private readonly bulk: PageSink,
-    private readonly urgent: UrgentChannel,
+    private bulk: PageSink,
+    private urgent: Channel,
     private readonly epoch: number,
     private readonly digest: PageSetDigest | null,
     private readonly limit: RateLimiter,
@@ -54,6 +53,21 @@ export class PostcopyPusher {
 
   get pagesLeft(): number {
     return this.left;
+  }
+
+  /** The connections of a new generation, after the link broke. */
+  use(bulk: PageSink, urgent: Channel): void {
+    this.bulk = bulk;
+    this.urgent = urgent;
+  }
+
+  /** What the destination holds after a reconnection: everything else is pending again. */
+  resync(present: PageBitmap): void {
+    this.pending.clearAll();
+    this.pending.or(this.allocated);
+    this.pending.andNot(present);
+    this.left = this.pending.count();
+    this.cursor = 0;
   }
 
   /** Pushes until nothing is pending; serving fetches goes on until stop(). */
@@ -80,15 +94,18 @@ export class PostcopyPusher {
     }
   }
 
-  /** Answers fetches until the channel closes or stop(); a malformed request is a protocol error. */
+  /**
+   * Answers fetches on the current urgent channel until stop(); rejects when that channel breaks (the
+   * caller dials again) or a request is malformed (a protocol error).
+   */
   async serveFetches(): Promise<void> {
-    const { channel, opener } = this.urgent;
+    const urgent = this.urgent;
     for (;;) {
       let message;
       try {
-        message = await receiveControl(channel, opener);
+        message = await receiveControl(urgent.channel, urgent.opener);
       } catch (err) {
-        if (this.stopped || err instanceof ChannelClosedError) return;
+        if (this.stopped) return;
         throw err;
       }
       if (message.t !== 'fetch') throw new ProtocolError(`unexpected '${message.t}' on the urgent channel`);

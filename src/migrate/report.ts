@@ -33,7 +33,7 @@ export interface MigrationReport {
   totalMs: number;
   /** Longest interval without a successful response at the demo's client; null outside the demo. */
   clientGapMs: number | null;
-  /** Allocated page bytes / (first page sent -> last page sent), in MB/s (10^6 bytes). */
+  /** Allocated page bytes / (first page sent -> last page sent, or COMMIT in post-copy), in MB/s. */
   throughputMBps: number;
   sourcePeakRssBytes: number;
   destinationPeakRssBytes: number;
@@ -54,6 +54,8 @@ export interface MigrationReport {
   /** Pages sent after the blackout because they were demanded (post-copy), and pushed in the background. */
   pagesFetched: number;
   pagesPushed: number;
+  /** Times the link broke after START and was dialled again. */
+  reconnects: number;
   /** True only if the destination's content digest equals the source's. */
   verified: boolean;
   sourceDigest: string | null;

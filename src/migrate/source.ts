@@ -1,8 +1,7 @@
 import { handshake, type SessionKeys } from '../crypto/handshake.js';
-import { Opener, Sealer } from '../crypto/seal.js';
 import type { MigrationProgress } from '../enclave/ipc.js';
 import { allocatedBitmapOf } from '../heap/allocator-layout.js';
-import { encodeBitmap } from '../heap/bitmap-codec.js';
+import { decodeBitmap, encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE } from '../heap/constants.js';
 import { PageBitmap } from '../heap/page-bitmap.js';
 import { PageSetDigest } from '../heap/page-set-digest.js';
@@ -28,7 +27,8 @@ import { ProgressTicker } from './progress.js';
 import type { MigrationReport, PhaseTimes } from './report.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
-import { type DataTarget, openUrgentChannel, type UrgentChannel } from './urgent-channel.js';
+import { type Channel, type DataTarget, firstChannel, openChannel, SEND_STALL_MS } from './link.js';
+import { isLinkFailure, LinkStalledError, SourceLink } from './source-link.js';
 
 export interface SourceDeps {
   heap: SecureHeap;
@@ -36,6 +36,7 @@ export interface SourceDeps {
   appKind: string;
   tee: TeeBackend;
   policy: AttestationPolicy;
+  log?: (message: string) => void;
 }
 
 export interface MigrateOutRequest {
@@ -94,6 +95,12 @@ const PREFAULT_MS_PER_PAGE = 0.03;
 /** Pre-copy gives up iterating after this many rounds; hybrid hands over to post-copy sooner. */
 const PRECOPY_MAX_ROUNDS = 8;
 const HYBRID_MAX_ROUNDS = 2;
+/** After START, how long the source keeps dialling a broken link before it gives up (in doubt). */
+const RECONNECT_BUDGET_MS = 60_000;
+/** Once every page is sent, COMMIT must come within this, or the link is taken for broken. */
+const COMMIT_WAIT_MS = 15_000;
+/** After a reconnection, the destination says what it holds first. */
+const RESYNC_WAIT_MS = 10_000;
 
 export async function migrateOut(
   deps: SourceDeps,
@@ -114,21 +121,24 @@ export async function migrateOut(
   let phase: SourcePhase = 'connecting';
   let paused = false;
   let channel: FramedSocket | undefined;
-  let urgent: UrgentChannel | undefined;
+  let urgent: Channel | undefined;
+  let link: SourceLink | undefined;
+  const log = (message: string) => deps.log?.(message);
   let pusher: PostcopyPusher | undefined;
   let answer: PendingAnswer | undefined;
   let tokens: TokenVerifier | undefined;
   try {
     const socket = await dial(req.dataHost, req.dataPort, CONNECT_TIMEOUT_MS);
     socket.write(encodePreamble(req.ticket, req.peerAuth));
-    channel = new FramedSocket(socket);
+    channel = new FramedSocket(socket, { sendStallMs: SEND_STALL_MS });
 
     phase = 'handshake';
     mark('handshake');
     ticker.report('handshake', 0, 0, true);
     const keys = await handshake({ role: 'source', channel, tee: deps.tee, policy: deps.policy });
-    const sink: PageSink = { channel, sealer: new Sealer(keys.sendKey, keys.migrationId) };
-    const opener = new Opener(keys.recvKey, keys.migrationId);
+    const first = firstChannel(channel, keys);
+    const sink: PageSink = first;
+    const { opener } = first;
     const minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
     tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
 
@@ -147,7 +157,7 @@ export async function migrateOut(
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
     mark('prefaulted');
-    if (hasPostcopy(req.mode)) urgent = await openUrgentChannel(dataTarget(req), keys, 1);
+    if (hasPostcopy(req.mode)) urgent = await openChannel(dataTarget(req), keys, 'urgent', 1);
 
     // The destination may refuse at any moment (a page failed to verify): watch for its answer while
     // sending, so an abort stops the transfer with its reason instead of a broken pipe.
@@ -245,7 +255,7 @@ export async function migrateOut(
     // Clients waiting here would wait for COMMIT; closed now, they find the destination at once.
     await app.disconnect();
 
-    let postcopyDoneAtMs = transferDoneAtMs;
+    link = new SourceLink(dataTarget(req), keys, first, urgent, RECONNECT_BUDGET_MS, log);
     if (hasPostcopy(req.mode)) {
       phase = 'postcopy';
       pusher = new PostcopyPusher(heap, toMigrate, pending, sink, urgent!, epoch, digest, limit, () =>
@@ -253,14 +263,12 @@ export async function migrateOut(
           faultsServed: pusher!.stats.fetchesServed,
         }),
       );
-      const serving = pusher.serveFetches();
-      serving.catch(() => {});
-      await Promise.race([pusher.push(), answer.promise, serving]);
-      postcopyDoneAtMs = monotonicMs();
+    } else {
+      phase = 'awaiting-commit';
     }
+    const reply = await awaitAnswer(link, pusher, answer.promise, heap.pageCount);
+    const postcopyDoneAtMs = monotonicMs();
     phase = 'awaiting-commit';
-
-    const reply = await answer.promise;
     pusher?.stop();
     if (reply.t === 'abort') {
       tokens.checkAbort(reply.token);
@@ -290,6 +298,7 @@ export async function migrateOut(
         channel.bytesRead +
         channel.bytesWritten +
         (urgent ? urgent.channel.bytesRead + urgent.channel.bytesWritten : 0),
+      reconnects: link.reconnects,
       downtimeMs: reply.resumedAtMs - stoppedAtMs,
       totalMs: committedAtMs - t0,
       throughputMBps: bytesTotal / 1e6 / Math.max((sendEnd - (firstSendAtMs ?? stoppedAtMs)) / 1000, 1e-9),
@@ -334,7 +343,62 @@ export async function migrateOut(
   } finally {
     channel?.destroy();
     urgent?.channel.destroy();
+    link?.close();
   }
+}
+
+/**
+ * After START: the destination's answer (COMMIT, or ABORT if it refused START), while post-copy
+ * pages flow. A broken link is dialled again (SourceLink); the destination then says which pages it
+ * holds (RESYNC) and the push resumes with what is missing. Only a failure no new connection can cure
+ * reaches the caller, and leaves the source in doubt.
+ */
+async function awaitAnswer(
+  link: SourceLink,
+  pusher: PostcopyPusher | undefined,
+  firstAnswer: Promise<ControlMessage>,
+  pageCount: number,
+): Promise<ControlMessage> {
+  let answer = firstAnswer;
+  for (;;) {
+    try {
+      return await oneGeneration(link, pusher, answer);
+    } catch (err) {
+      if (!isLinkFailure(err)) throw err;
+      await link.redial();
+      const resync = await receiveControl(link.bulk.channel, link.bulk.opener, {
+        ms: RESYNC_WAIT_MS,
+        awaiting: 'RESYNC',
+      });
+      if (resync.t !== 'resync') throw new ProtocolError(`expected RESYNC, got '${resync.t}'`);
+      pusher?.resync(decodeBitmap(resync.present, pageCount));
+      answer = receiveControl(link.bulk.channel, link.bulk.opener);
+    }
+  }
+}
+
+async function oneGeneration(
+  link: SourceLink,
+  pusher: PostcopyPusher | undefined,
+  answer: Promise<ControlMessage>,
+): Promise<ControlMessage> {
+  answer.catch(() => {});
+  const commitWait = () =>
+    new Promise<never>((_, reject) => {
+      setTimeout(
+        () => reject(new LinkStalledError(`no COMMIT within ${COMMIT_WAIT_MS} ms of the last page`)),
+        COMMIT_WAIT_MS,
+      ).unref();
+    });
+  if (!pusher) return Promise.race([answer, commitWait()]);
+  pusher.use(link.bulk, link.urgent!);
+  const serving = pusher.serveFetches();
+  serving.catch(() => {});
+  const pushed = pusher.push();
+  pushed.catch(() => {});
+  const first = await Promise.race([pushed.then(() => null), answer, serving.then(() => null)]);
+  if (first !== null) return first;
+  return Promise.race([answer, serving.then(() => answer), commitWait()]);
 }
 
 function dataTarget(req: MigrateOutRequest): DataTarget {

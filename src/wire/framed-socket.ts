@@ -8,6 +8,11 @@ export class ChannelClosedError extends Error {
 export interface FramedSocketOptions {
   /** Received bytes (complete frames not yet taken plus a partial frame) above which reading pauses. */
   maxQueuedBytes?: number;
+  /**
+   * A send that waits this long for the socket to drain destroys the channel: a link that went dark
+   * does not reset a TCP connection, it only stops it, and the sender must find out to dial again.
+   */
+  sendStallMs?: number;
 }
 
 const DEFAULT_MAX_QUEUED_BYTES = 8 * 2 ** 20;
@@ -34,6 +39,7 @@ export class FramedSocket {
   private closed: Error | null = null;
   private readonly maxQueuedBytes: number;
   private readonly sendReadyBytes: number;
+  private readonly sendStallMs: number | undefined;
   private received = 0;
   private sent = 0;
 
@@ -42,6 +48,7 @@ export class FramedSocket {
     opts: FramedSocketOptions = {},
   ) {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.sendStallMs = opts.sendStallMs;
     // 'drain' only fires after a write() returned false, which needs the buffer at the high-water mark.
     this.sendReadyBytes = Math.max(SEND_READY_BYTES, socket.writableHighWaterMark);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -199,7 +206,15 @@ export class FramedSocket {
 
   private drained(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      const stall =
+        this.sendStallMs === undefined
+          ? undefined
+          : setTimeout(
+              () => this.destroy(new ChannelClosedError(`send stalled for ${this.sendStallMs} ms`)),
+              this.sendStallMs,
+            );
       const cleanup = (): void => {
+        clearTimeout(stall);
         this.socket.off('drain', onDrain);
         this.socket.off('close', onClose);
       };
