@@ -19,6 +19,7 @@ export function renderReport(report: MigrationReport): string {
     ['client gap', ms(report.clientGapMs)],
     ['total', ms(report.totalMs)],
     ['throughput', `${report.throughputMBps.toFixed(0)} MB/s`],
+    ...liveRows(report),
     [
       'peak RSS',
       `source ${formatBytes(report.sourcePeakRssBytes)}, destination ${formatBytes(report.destinationPeakRssBytes)}`,
@@ -37,6 +38,31 @@ export function renderReport(report: MigrationReport): string {
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
 }
+
+/** The rows only pre-copy or post-copy have. */
+function liveRows(report: MigrationReport): [string, string][] {
+  const rows: [string, string][] = [];
+  if (report.precopyRounds > 0) {
+    rows.push([
+      'pre-copy',
+      `${report.precopyRounds} rounds, application wrote ${report.dirtyRateMBps?.toFixed(1) ?? '-'} MB/s`,
+    ]);
+  }
+  if (report.postcopyMs !== null) {
+    const latency = report.faultLatencyUs
+      ? `, fault latency p50 ${us(report.faultLatencyUs.p50)} p99 ${us(report.faultLatencyUs.p99)} max ${us(report.faultLatencyUs.max)}`
+      : '';
+    rows.push([
+      'post-copy',
+      `${ms(report.postcopyMs)} START -> COMMIT; ${report.pagesPushed} pages pushed, ${report.pagesFetched} fetched; ${report.demandFaults} faults (${report.tracker} tracker)${latency}`,
+    ]);
+  }
+  if (report.reconnects > 0) rows.push(['reconnects', `${report.reconnects} (the link broke after START)`]);
+  return rows;
+}
+
+const us = (value: number): string =>
+  value >= 1000 ? `${(value / 1000).toFixed(1)} ms` : `${value.toFixed(0)} µs`;
 
 export function renderEnclaves(list: EnclaveInfo[]): string {
   if (list.length === 0) return 'no enclaves';

@@ -128,6 +128,16 @@ export interface HostInfo {
 /** Events streamed (NDJSON) by POST /v1/enclaves/:id/migrate. */
 export type MigrateEvent =
   | { type: 'prepared'; destinationId: string; dataAddress: string }
-  | { type: 'progress'; phase: string; bytesDone: number; bytesTotal: number; elapsedMs: number }
+  | {
+      type: 'progress';
+      phase: string;
+      bytesDone: number;
+      bytesTotal: number;
+      elapsedMs: number;
+      /** Pre-copy: the round being sent. */
+      round?: number;
+      /** Post-copy: demand fetches answered so far. */
+      faultsServed?: number;
+    }
   | { type: 'report'; report: Record<string, unknown> }
   | { type: 'error'; message: string; sourceServing: boolean };
