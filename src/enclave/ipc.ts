@@ -53,10 +53,14 @@ export const hostToEnclave = z.discriminatedUnion('type', [
     maxDowntimeMs: z.number().int().positive(),
     /** Background pages (pre-copy rounds, post-copy push) in bytes per second; null: no limit. */
     bandwidthBps: z.number().positive().nullable(),
+    reconnectTimeoutMs: z.number().int().nonnegative(),
   }),
   /** Sent together with the accepted data socket as the IPC handle. */
   z.strictObject({ type: z.literal('data-connection'), ticket: z.string() }),
-  /** Recovery of an in-doubt source: an ABORT token the destination minted, relayed by the hosts. */
+  /**
+   * An ABORT token the destination minted, relayed by the hosts: releases an in-doubt source, or a
+   * source still waiting after START (its link to a destination that gave up is gone).
+   */
   z.strictObject({ type: z.literal('resume'), requestId: z.string(), abortToken: z.string().max(128) }),
   z.strictObject({ type: z.literal('query'), id: z.number().int() }),
   z.strictObject({ type: z.literal('stop') }),

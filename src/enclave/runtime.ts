@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { SecureHeap } from '../heap/secure-heap.js';
 import { IncomingMigration } from '../migrate/destination.js';
-import { migrateOut } from '../migrate/source.js';
+import { AbortRelay, migrateOut } from '../migrate/source.js';
 import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
@@ -41,6 +41,8 @@ export class EnclaveRuntime {
    * source, post-copy's urgent channel) go to it; it decides whether they belong.
    */
   private incoming: { ticket: string; migration: IncomingMigration } | undefined;
+  /** ABORT tokens relayed by the host reach the outgoing migration here. */
+  private readonly abortRelay = new AbortRelay();
   private tee!: TeeBackend;
   private policy!: AttestationPolicy;
   private config!: AppConfig;
@@ -121,7 +123,15 @@ export class EnclaveRuntime {
     }
     this.state = { kind: 'migrating-out' };
     const outcome = await migrateOut(
-      { heap: this.heap, app: this.app, appKind: this.config.app, tee: this.tee, policy: this.policy },
+      {
+        heap: this.heap,
+        app: this.app,
+        appKind: this.config.app,
+        tee: this.tee,
+        policy: this.policy,
+        abortRelay: this.abortRelay,
+        log: (msg) => this.log.warn(msg),
+      },
       message,
       (progress) => void this.send({ type: 'progress', requestId, progress }),
     );
@@ -198,6 +208,13 @@ export class EnclaveRuntime {
   private async resume(requestId: string, abortToken: string): Promise<void> {
     const reply = (resumed: boolean, message: string) =>
       this.send({ type: 'resume-result', requestId, resumed, message });
+    if (this.state.kind === 'migrating-out') {
+      // The migration itself checks the token and, if it holds, ends with the application serving.
+      const refusal = this.abortRelay.offer(abortToken);
+      return refusal === null
+        ? reply(true, 'ABORT token verified; the migration ends')
+        : reply(false, refusal);
+    }
     if (this.state.kind !== 'in-doubt') return reply(false, `enclave is ${this.state.kind}, not in doubt`);
     try {
       this.state.tokens.checkAbort(abortToken);

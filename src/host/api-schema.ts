@@ -73,6 +73,8 @@ export const migrateRequest = z.strictObject({
   maxDowntimeMs: z.number().int().min(1).max(3_600_000).default(300),
   /** Background pages (pre-copy rounds, post-copy push), bytes per second; absent: no limit. */
   bandwidthBps: z.number().positive().max(1.25e11).optional(),
+  /** After START, how long the source keeps dialling a broken link before it stays in doubt. */
+  reconnectTimeoutMs: z.number().int().min(0).max(3_600_000).default(60_000),
 });
 export type MigrateRequest = z.input<typeof migrateRequest>;
 

@@ -95,7 +95,11 @@ export async function brokerMigration(
     requestedAtMs,
     maxDowntimeMs: body.maxDowntimeMs,
     bandwidthBps: body.bandwidthBps ?? null,
+    reconnectTimeoutMs: body.reconnectTimeoutMs,
   });
+  // A destination that gives up after START cannot reach the source when the link is what failed;
+  // its ABORT token, fetched here, reaches the source through the hosts while it still waits.
+  const relay = relayAbortToken(record, destination, prepared.id, outcome);
 
   try {
     const result = await outcome;
@@ -129,9 +133,43 @@ export async function brokerMigration(
   } catch (err) {
     emit({ type: 'error', message: `source enclave failed: ${errorMessage(err)}`, sourceServing: false });
   } finally {
+    relay.stop();
     record.process.off('message', onMessage);
     res.end();
   }
+}
+
+const RELAY_POLL_MS = 500;
+
+/** Polls the destination for an ABORT token until the migration ends, and hands it to the source. */
+function relayAbortToken(
+  record: EnclaveRecord,
+  destination: HostClient,
+  destinationId: string,
+  done: Promise<unknown>,
+): { stop: () => void } {
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+  };
+  done.then(stop, stop);
+  void (async () => {
+    while (!stopped) {
+      await new Promise((resolve) => setTimeout(resolve, RELAY_POLL_MS));
+      if (stopped) return;
+      const outcome = await destination
+        .call<IncomingOutcome>('GET', `/v1/incoming/${destinationId}/outcome`)
+        .catch(() => null);
+      if (!outcome?.abortToken || stopped) continue;
+      record.process.send({
+        type: 'resume',
+        requestId: randomBytes(8).toString('hex'),
+        abortToken: outcome.abortToken,
+      });
+      return;
+    }
+  })();
+  return { stop };
 }
 
 /**

@@ -30,6 +30,7 @@ const MAX_BACKOFF_MS = 5000;
  */
 export class SourceLink {
   reconnects = 0;
+  private stopped = false;
 
   constructor(
     private readonly target: DataTarget,
@@ -46,6 +47,7 @@ export class SourceLink {
     const deadline = monotonicMs() + this.budgetMs;
     let backoff = FIRST_BACKOFF_MS;
     for (let attempt = 1; ; attempt++) {
+      if (this.stopped) throw new LinkLostError('the migration ended while the link was down');
       let bulk: Channel | undefined;
       try {
         bulk = await openChannel(this.target, this.keys, 'bulk', generation + attempt - 1);
@@ -73,5 +75,11 @@ export class SourceLink {
   close(): void {
     this.bulk.channel.destroy();
     this.urgent?.channel.destroy();
+  }
+
+  /** The migration is over (or was released): no more dialling, every connection closed. */
+  stop(): void {
+    this.stopped = true;
+    this.close();
   }
 }

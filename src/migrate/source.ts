@@ -37,6 +37,7 @@ export interface SourceDeps {
   tee: TeeBackend;
   policy: AttestationPolicy;
   log?: (message: string) => void;
+  abortRelay?: AbortRelay;
 }
 
 export interface MigrateOutRequest {
@@ -51,6 +52,38 @@ export interface MigrateOutRequest {
   requestedAtMs: number;
   maxDowntimeMs: number;
   bandwidthBps: number | null;
+  reconnectTimeoutMs: number;
+}
+
+/**
+ * Where ABORT tokens relayed by the hosts reach a migration in progress: a destination that gave up
+ * after START, when the link is what broke, has no other way to release the source. Only a token
+ * that verifies counts; `offer` returns why one does not.
+ */
+export class AbortRelay {
+  private accept: ((token: string) => void) | null = null;
+
+  offer(token: string): string | null {
+    if (!this.accept) return 'no migration is waiting for an ABORT token';
+    try {
+      this.accept(token);
+      return null;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  /** Called by the migration once it can check tokens; `onValid` ends it. */
+  bind(check: (token: string) => void, onValid: () => void): void {
+    this.accept = (token) => {
+      check(token);
+      onValid();
+    };
+  }
+
+  unbind(): void {
+    this.accept = null;
+  }
 }
 
 /** What the enclave knows; the host adds where it went (enclaveId, from, to) and the demo the client gap. */
@@ -95,8 +128,6 @@ const PREFAULT_MS_PER_PAGE = 0.03;
 /** Pre-copy gives up iterating after this many rounds; hybrid hands over to post-copy sooner. */
 const PRECOPY_MAX_ROUNDS = 8;
 const HYBRID_MAX_ROUNDS = 2;
-/** After START, how long the source keeps dialling a broken link before it gives up (in doubt). */
-const RECONNECT_BUDGET_MS = 60_000;
 /** Once every page is sent, COMMIT must come within this, or the link is taken for broken. */
 const COMMIT_WAIT_MS = 15_000;
 /** After a reconnection, the destination says what it holds first. */
@@ -141,6 +172,17 @@ export async function migrateOut(
     const { opener } = first;
     const minter = new TokenMinter(keys.ownTokenKey, keys.migrationId);
     tokens = new TokenVerifier(keys.peerTokenKey, keys.migrationId);
+    const verifier = tokens;
+    const relayed = new Promise<never>((_, reject) => {
+      deps.abortRelay?.bind(
+        (token) => verifier.checkAbort(token),
+        () =>
+          reject(
+            new DestinationAbort('the destination never resumed (its ABORT token came through the hosts)'),
+          ),
+      );
+    });
+    relayed.catch(() => {});
 
     const allocated = allocatedBitmapOf(heap);
     await sendControl(channel, sink.sealer, {
@@ -255,7 +297,7 @@ export async function migrateOut(
     // Clients waiting here would wait for COMMIT; closed now, they find the destination at once.
     await app.disconnect();
 
-    link = new SourceLink(dataTarget(req), keys, first, urgent, RECONNECT_BUDGET_MS, log);
+    link = new SourceLink(dataTarget(req), keys, first, urgent, req.reconnectTimeoutMs, log);
     if (hasPostcopy(req.mode)) {
       phase = 'postcopy';
       pusher = new PostcopyPusher(heap, toMigrate, pending, sink, urgent!, epoch, digest, limit, () =>
@@ -266,7 +308,7 @@ export async function migrateOut(
     } else {
       phase = 'awaiting-commit';
     }
-    const reply = await awaitAnswer(link, pusher, answer.promise, heap.pageCount);
+    const reply = await Promise.race([awaitAnswer(link, pusher, answer.promise, heap.pageCount), relayed]);
     const postcopyDoneAtMs = monotonicMs();
     phase = 'awaiting-commit';
     pusher?.stop();
@@ -341,9 +383,10 @@ export async function migrateOut(
     const message = `${errorMessage(err)} (START was sent; the application stays paused)`;
     return { kind: 'in-doubt', message, tokens: tokens! };
   } finally {
+    deps.abortRelay?.unbind();
+    link?.stop();
     channel?.destroy();
     urgent?.channel.destroy();
-    link?.close();
   }
 }
 

@@ -183,6 +183,8 @@ export class AttackBench {
         mode: 'stop-and-copy',
         verify: true,
         dataAddress: relay.address,
+        // A relay that keeps attacking every new connection would otherwise be dialled for a minute.
+        reconnectTimeoutMs: 3000,
       },
       new MigrationProgressView(false),
     );

@@ -388,6 +388,8 @@ async function sourceUnderTest(answer: Answer) {
       requestedAtMs: monotonicMs(),
       maxDowntimeMs: 300,
       bandwidthBps: null,
+      // No reconnection: these cases are about what the source does when no answer can come.
+      reconnectTimeoutMs: 0,
     },
     () => {},
   );

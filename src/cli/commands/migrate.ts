@@ -16,13 +16,19 @@ export interface MigrateOptions extends ClientOptions {
   verify: boolean;
   maxDowntime: string;
   bandwidth?: string;
+  reconnectTimeout?: string;
   json?: boolean;
 }
 
 /** --max-downtime and --bandwidth, as the host API takes them. */
-export function liveOptions(options: { maxDowntime: string; bandwidth?: string }): {
+export function liveOptions(options: {
+  maxDowntime: string;
+  bandwidth?: string;
+  reconnectTimeout?: string;
+}): {
   maxDowntimeMs: number;
   bandwidthBps?: number;
+  reconnectTimeoutMs?: number;
 } {
   const maxDowntimeMs = Number(options.maxDowntime);
   if (!(Number.isInteger(maxDowntimeMs) && maxDowntimeMs >= 1 && maxDowntimeMs <= 3_600_000)) {
@@ -32,7 +38,21 @@ export function liveOptions(options: { maxDowntime: string; bandwidth?: string }
   }
   const bandwidthBps =
     options.bandwidth === undefined ? undefined : rateOption(options.bandwidth, '--bandwidth');
-  return { maxDowntimeMs, ...(bandwidthBps === undefined ? {} : { bandwidthBps }) };
+  const reconnectTimeoutMs =
+    options.reconnectTimeout === undefined ? undefined : Number(options.reconnectTimeout);
+  if (
+    reconnectTimeoutMs !== undefined &&
+    !(Number.isInteger(reconnectTimeoutMs) && reconnectTimeoutMs >= 0 && reconnectTimeoutMs <= 3_600_000)
+  ) {
+    throw new UserError(
+      `--reconnect-timeout: '${options.reconnectTimeout}' is not a whole number of ms (0 .. 3600000)`,
+    );
+  }
+  return {
+    maxDowntimeMs,
+    ...(bandwidthBps === undefined ? {} : { bandwidthBps }),
+    ...(reconnectTimeoutMs === undefined ? {} : { reconnectTimeoutMs }),
+  };
 }
 
 export function checkMode(mode: string): MigrateRequest['mode'] {
