@@ -144,7 +144,10 @@ export class EnclaveRuntime {
         break;
       case 'aborted':
         this.state = { kind: 'serving' };
-        this.log.warn({ reason: outcome.message }, 'migration aborted (the destination never resumed); serving again');
+        this.log.warn(
+          { reason: outcome.message },
+          'migration aborted (the destination never resumed); serving again',
+        );
         await this.send({ type: 'migration-failed', requestId, message: outcome.message, resumed: true });
         break;
       case 'in-doubt':

@@ -260,12 +260,21 @@ export class IncomingMigration {
       this.phase = 'resumed';
       const { servingAtMs: resumedAtMs } = await this.deps.app.serve();
       this.deps.onResumed();
+      if (postcopy) {
+        const urgent = this.channels.urgent!;
+        // Lost with a broken link, it is not needed: the source pushes again after RESYNC anyway.
+        sendControl(urgent.channel, urgent.sealer, { t: 'resumed' }).catch(() => {});
+      }
 
       let faults: ControlOf<'commit'>['faults'] = null;
       if (receiving) {
         try {
           await receiving;
         } catch (err) {
+          // Closing every connection, and refusing new ones, is how the source learns to stop.
+          this.lingerUntil = 0;
+          this.channels.bulk?.channel.destroy();
+          this.channels.urgent?.channel.destroy();
           const left = allocated!.count() - countPresent(heap, allocated!);
           return { kind: 'incomplete', message: errorMessage(err), pagesMissing: left };
         }

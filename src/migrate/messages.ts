@@ -57,6 +57,11 @@ export const controlMessage = z.discriminatedUnion('t', [
    * migrate it holds. Whatever was in flight when the link broke is sent again.
    */
   z.strictObject({ t: z.literal('resync'), present: bitmap }),
+  /**
+   * Post-copy, destination to source on the urgent channel: the application serves. The push starts
+   * only now, so that the faults of restoring the application meet an idle link and idle cores.
+   */
+  z.strictObject({ t: z.literal('resumed') }),
   /** Post-copy, destination to source on the urgent channel: the application waits for these pages. */
   z.strictObject({
     t: z.literal('fetch'),

@@ -34,6 +34,11 @@ export class PostcopyPusher {
   private cursor = 0;
   private left: number;
   private stopped = false;
+  private releasePush!: () => void;
+  /** Opens when the destination says it resumed (or after a reconnection, which proves it runs). */
+  private readonly pushGate = new Promise<void>((resolve) => {
+    this.releasePush = resolve;
+  });
 
   constructor(
     private readonly heap: SecureHeap,
@@ -63,6 +68,7 @@ export class PostcopyPusher {
 
   /** What the destination holds after a reconnection: everything else is pending again. */
   resync(present: PageBitmap): void {
+    this.releasePush();
     this.pending.clearAll();
     this.pending.or(this.allocated);
     this.pending.andNot(present);
@@ -72,6 +78,7 @@ export class PostcopyPusher {
 
   /** Pushes until nothing is pending; serving fetches goes on until stop(). */
   async push(): Promise<void> {
+    await this.pushGate;
     while (this.left > 0 && !this.stopped) {
       // Fetches arrive as I/O events; a resolved send alone would never let them in.
       await yieldToEvents();
@@ -107,6 +114,10 @@ export class PostcopyPusher {
       } catch (err) {
         if (this.stopped) return;
         throw err;
+      }
+      if (message.t === 'resumed') {
+        this.releasePush();
+        continue;
       }
       if (message.t !== 'fetch') throw new ProtocolError(`unexpected '${message.t}' on the urgent channel`);
       await this.serveFetch(message.first, message.count);
