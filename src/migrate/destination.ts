@@ -211,6 +211,8 @@ export class IncomingMigration {
         try {
           await receiving;
         } catch (err) {
+          // The source waits for COMMIT on this channel: closing it is how it learns to stay in doubt.
+          channel.destroy();
           const left = allocated!.count() - countPresent(heap, allocated!);
           return { kind: 'incomplete', message: errorMessage(err), pagesMissing: left };
         }
