@@ -45,7 +45,7 @@ function liveRows(report: MigrationReport): [string, string][] {
   if (report.precopyRounds > 0) {
     rows.push([
       'pre-copy',
-      `${report.precopyRounds} rounds, application wrote ${report.dirtyRateMBps?.toFixed(1) ?? '-'} MB/s`,
+      `${report.precopyRounds} rounds (stopped: ${report.precopyStop}), application wrote ${report.dirtyRateMBps?.toFixed(1) ?? '-'} MB/s`,
     ]);
   }
   if (report.postcopyMs !== null) {

@@ -41,6 +41,11 @@ export interface MigrationReport {
   destinationCpuMs: number;
   /** Pre-copy rounds sent before the blackout (0 without pre-copy). */
   precopyRounds: number;
+  /**
+   * Why the rounds stopped: the rest fit --max-downtime ('budget'), a round was not 10 % smaller than
+   * the one before ('not-shrinking'), or the round limit; null without pre-copy.
+   */
+  precopyStop: 'budget' | 'not-shrinking' | 'max-rounds' | null;
   /** Bytes the application wrote per second during the pre-copy rounds, in MB/s; null without pre-copy. */
   dirtyRateMBps: number | null;
   /** Post-copy: accesses that found a page missing at the destination and waited for it. */

@@ -345,6 +345,7 @@ export async function migrateOut(
       totalMs: committedAtMs - t0,
       throughputMBps: bytesTotal / 1e6 / Math.max((sendEnd - (firstSendAtMs ?? stoppedAtMs)) / 1000, 1e-9),
       precopyRounds: precopy?.rounds ?? 0,
+      precopyStop: precopy?.stopReason ?? null,
       dirtyRateMBps: precopy ? precopy.dirtyRateBps / 1e6 : null,
       demandFaults: reply.faults?.count ?? 0,
       faultLatencyUs:

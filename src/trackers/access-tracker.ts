@@ -48,6 +48,10 @@ export class AccessTracker implements Tracker {
   private fetch(first: number, count: number): void {
     const started = process.hrtime.bigint();
     const { present } = this.heap;
+    // Once the fetcher gave up, a miss fails at once rather than after a wait slice per access.
+    if (Atomics.load(this.state, FETCH_FAILED) !== 0) {
+      throw new PageLostError(this.heap.present.firstClear(first, count));
+    }
     const request: FetchRequest = [first, count];
     this.fetcher.postMessage(request);
     for (let page = first; page < first + count; page++) {

@@ -30,11 +30,11 @@ export interface Tracker {
   stats(): TrackerStats;
 }
 
-/** The fetcher gave up (the migration failed after resume): the page will never arrive. */
+/** The fetcher gave up (the migration failed before this page arrived): it will never arrive. */
 export class PageLostError extends Error {
   override name = 'PageLostError';
   constructor(readonly page: number) {
-    super(`page ${page} cannot be restored: the migration failed after the application resumed`);
+    super(`page ${page} cannot be restored: the migration failed before it arrived`);
   }
 }
 
