@@ -49,10 +49,16 @@ export class PageSetDigest {
     this.has.clear(page);
   }
 
-  /** Forgets every recorded page that `keep` does not hold. */
+  /** Forgets every recorded page that `keep` does not hold (word by word: this runs in the blackout). */
   retainOnly(keep: PageBitmap): void {
-    for (let page = this.has.nextSet(0); page !== -1; page = this.has.nextSet(page + 1)) {
-      if (!keep.get(page)) this.remove(page);
+    const has = this.has.words;
+    for (let w = 0; w < has.length; w++) {
+      let drop = has[w]! & ~keep.words[w]!;
+      while (drop !== 0) {
+        const bit = 31 - Math.clz32(drop & -drop);
+        this.remove(w * 32 + bit);
+        drop &= drop - 1;
+      }
     }
   }
 
