@@ -154,6 +154,7 @@ export async function migrateOut(
   let channel: FramedSocket | undefined;
   let urgent: Channel | undefined;
   let link: SourceLink | undefined;
+  let clientsGone: Promise<void> | undefined;
   const log = (message: string) => deps.log?.(message);
   let pusher: PostcopyPusher | undefined;
   let answer: PendingAnswer | undefined;
@@ -214,6 +215,7 @@ export async function migrateOut(
     };
 
     let precopy: PrecopyResult | null = null;
+    const precopyTotal = allocated.count() * PAGE_SIZE;
     if (hasPrecopy(req.mode)) {
       phase = 'precopy';
       precopy = await runPrecopy(
@@ -227,7 +229,7 @@ export async function migrateOut(
           onRound: (round, pagesLeft) => ticker.report('precopy', 0, pagesLeft * PAGE_SIZE, true, { round }),
           onBytes: (bytes) => {
             sent(bytes);
-            ticker.report('precopy', bytesSent, allocated.count() * PAGE_SIZE, false, {
+            ticker.report('precopy', bytesSent, precopyTotal, false, {
               round: precopy?.rounds,
             });
           },
@@ -239,6 +241,9 @@ export async function migrateOut(
       );
     }
 
+    // The same arithmetic on the bitmaps as in the blackout below, once, so that it runs compiled
+    // there: cold, it costs milliseconds per GiB of heap, all of them downtime.
+    blackoutSets(allocated, precopy?.current.copy() ?? null, PageBitmap.create(heap.pageCount), null);
     phase = 'blackout';
     const paused_ = await app.pause();
     paused = true;
@@ -246,14 +251,12 @@ export async function migrateOut(
     phases.blackout = stoppedAtMs - t0;
     // After the pause nothing writes: this epoch is the last, and `allocated` is final.
     const lastDirty = new PageBitmap(await app.takeDirty(), heap.pageCount);
-    const toMigrate = allocated.copy();
-    const current = precopy?.current ?? PageBitmap.create(heap.pageCount);
-    current.andNot(lastDirty);
-    current.and(toMigrate);
-    digest?.retainOnly(current);
-    const pending = toMigrate.copy();
-    pending.andNot(current);
-    const allocatedPages = toMigrate.count();
+    const { toMigrate, pending, allocatedPages, encoded } = blackoutSets(
+      allocated,
+      precopy?.current ?? null,
+      lastDirty,
+      digest,
+    );
     const bytesTotal = allocatedPages * PAGE_SIZE;
     const epoch = (precopy?.rounds ?? 0) + 1;
     const begin = {
@@ -263,8 +266,7 @@ export async function migrateOut(
       allocatedPages,
       verify: req.verify,
       epoch,
-      allocated: encodeBitmap(toMigrate),
-      current: encodeBitmap(current),
+      ...encoded,
     };
     await sendControl(channel, sink.sealer, { t: 'begin', ...begin });
 
@@ -294,8 +296,10 @@ export async function migrateOut(
       token: minter.start({ pagesTotal: allocatedPages, metadataDigest: metadata }),
     });
     const startSentAtMs = mark('startSent');
-    // Clients waiting here would wait for COMMIT; closed now, they find the destination at once.
-    await app.disconnect();
+    // Clients waiting here would wait for COMMIT; closed now, they find the destination at once. Not
+    // awaited before serving fetches: the destination's first faults come right away.
+    clientsGone = app.disconnect();
+    clientsGone.catch(() => {});
 
     link = new SourceLink(dataTarget(req), keys, first, urgent, req.reconnectTimeoutMs, log);
     if (hasPostcopy(req.mode)) {
@@ -317,6 +321,7 @@ export async function migrateOut(
       throw new DestinationAbort(reply.reason);
     }
     if (reply.t !== 'commit') throw new ProtocolError(`expected COMMIT, got '${reply.t}'`);
+    await clientsGone;
     const sourceDigest = digest?.hex() ?? null;
     checkCommit(tokens, reply, { pagesSent: allocatedPages, metadata, sourceDigest });
     const committedAtMs = mark('committed');
@@ -377,6 +382,7 @@ export async function migrateOut(
     }
     // After START only a verified ABORT token lets the application serve again (checked above).
     if (err instanceof DestinationAbort) {
+      await clientsGone?.catch(() => {});
       await app.reconnect();
       await app.serve();
       return { kind: 'aborted', message: err.message };
@@ -443,6 +449,34 @@ async function oneGeneration(
   const first = await Promise.race([pushed.then(() => null), answer, serving.then(() => null)]);
   if (first !== null) return first;
   return Promise.race([answer, serving.then(() => answer), commitWait()]);
+}
+
+/**
+ * The page sets of the blackout: what to migrate (allocated now), what the destination already holds
+ * current (sent in a round and not written since), and what is still to send. Forgets, in the digest,
+ * pages that were sent but are no longer to migrate or no longer current.
+ */
+function blackoutSets(
+  allocated: PageBitmap,
+  precopyCurrent: PageBitmap | null,
+  lastDirty: PageBitmap,
+  digest: PageSetDigest | null,
+): {
+  toMigrate: PageBitmap;
+  pending: PageBitmap;
+  allocatedPages: number;
+  /** BEGIN's two bitmaps, compressed. */
+  encoded: { allocated: string; current: string };
+} {
+  const toMigrate = allocated.copy();
+  const current = precopyCurrent ?? PageBitmap.create(allocated.pageCount);
+  current.andNot(lastDirty);
+  current.and(toMigrate);
+  digest?.retainOnly(current);
+  const pending = toMigrate.copy();
+  pending.andNot(current);
+  const encoded = { allocated: encodeBitmap(toMigrate), current: encodeBitmap(current) };
+  return { toMigrate, pending, allocatedPages: toMigrate.count(), encoded };
 }
 
 function dataTarget(req: MigrateOutRequest): DataTarget {
