@@ -164,13 +164,13 @@ const CANONICAL_INTEGER = /^(?:0|-?[1-9][0-9]{0,18})$/;
 const INT64_MAX = 2n ** 63n - 1n;
 const INT64_MIN = -(2n ** 63n);
 
-function describe(reply: Reply | undefined): string {
+function show(reply: Reply | undefined): string {
   if (Buffer.isBuffer(reply)) {
     const text = reply.toString('latin1');
     return `${reply.length} B ${JSON.stringify(text.length > 24 ? `${text.slice(0, 24)}…` : text)}`;
   }
   if (reply instanceof RespErrorReply) return `error ${JSON.stringify(reply.message)}`;
-  if (Array.isArray(reply)) return `[${reply.map(describe).join(', ')}]`;
+  if (Array.isArray(reply)) return `[${reply.map(show).join(', ')}]`;
   return String(reply);
 }
 
@@ -321,7 +321,7 @@ export class ModelWorker {
 
   private mismatch(what: string, expected: string, reply: Reply | undefined): never {
     throw new ModelMismatch(
-      `worker ${this.index}, ${what} on endpoint ${this.client.connectedTo}: expected ${expected}, got ${describe(reply)}`,
+      `worker ${this.index}, ${what} on endpoint ${this.client.connectedTo}: expected ${expected}, got ${show(reply)}`,
     );
   }
 
@@ -334,7 +334,7 @@ export class ModelWorker {
     for (const [i, key] of keys.entries()) {
       const expected = this.model.get(key);
       if (!sameValue(replies[i], expected)) {
-        this.mismatch(`${what} ${key}`, expected === null ? 'nil' : describe(expected), replies[i]);
+        this.mismatch(`${what} ${key}`, expected === null ? 'nil' : show(expected), replies[i]);
       }
     }
   }
@@ -388,11 +388,7 @@ export class ModelWorker {
       } else if (sameValue(now, before)) {
         this.figures.settledIncr[0]++;
       } else {
-        this.mismatch(
-          `GET ${key} after a lost INCR`,
-          `${describe(before)} or ${describe(after ?? undefined)}`,
-          now,
-        );
+        this.mismatch(`GET ${key} after a lost INCR`, `${show(before)} or ${show(after ?? undefined)}`, now);
       }
       return;
     }

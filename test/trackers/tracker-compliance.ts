@@ -247,6 +247,12 @@ class TrackerBench {
 
 const page = (n: number, offset = 0): number => n * PAGE_SIZE + offset;
 
+function requestedPages(requests: readonly SeenRequest[]): Set<number> {
+  const pages = new Set<number>();
+  for (const r of requests) for (let p = r.first; p < r.first + r.count; p++) pages.add(p);
+  return pages;
+}
+
 export function trackerCompliance(factory: TrackerFactory): void {
   describe(`tracker compliance: ${factory.name}`, { timeout: 60_000 }, () => {
     let bench: TrackerBench | undefined;
@@ -276,12 +282,12 @@ export function trackerCompliance(factory: TrackerFactory): void {
       for (const addr of [page(10, 7), page(11, 4092), page(12)]) {
         assert.notEqual(await worker.read('u8', addr), 0, 'a zeroed, never installed page was read');
       }
-      assert.deepEqual(
-        b.requests.map((r) => r.first),
-        [10, 11, 12, 13, 14],
-        'one fetch per missing page touched, for that page',
+      const requested = requestedPages(b.requests);
+      for (const p of [10, 11, 12, 13, 14]) assert.ok(requested.has(p), `page ${p} was never requested`);
+      assert.ok(
+        [...requested].every((p) => p >= 10 && p < 18),
+        `requests for pages that were present: ${JSON.stringify(b.requests)}`,
       );
-      assert.equal(b.heap.present.countRange(10, 8), 5, 'untouched pages 15-17 stay missing');
     });
 
     test('a write to a missing page lands on top of the installed content', async () => {
@@ -332,8 +338,7 @@ export function trackerCompliance(factory: TrackerFactory): void {
       const expected = b.sourceBytes(addr, len);
       expected.set(local, PAGE_SIZE - 100);
       assert.deepEqual(await reading, expected);
-      const requested = new Set<number>();
-      for (const r of b.requests) for (let p = r.first; p < r.first + r.count; p++) requested.add(p);
+      const requested = requestedPages(b.requests);
       for (const p of [30, 32, 33, 34]) assert.ok(requested.has(p), `page ${p} was never requested`);
       assert.ok(
         b.requests.every((r) => r.first >= 30 && r.first + r.count <= 35),
@@ -486,8 +491,8 @@ export function trackerCompliance(factory: TrackerFactory): void {
       // Requests on one port arrive in order: had a hit posted one, it would come before this miss's.
       const miss = worker.read('u32', page(221, 4));
       const request = await b.requestFor(221);
-      assert.equal(b.requests.length, 1);
-      assert.deepEqual(request, { worker: 0, first: 221, count: 1 });
+      assert.equal(b.requests.length, 1, `requests: ${JSON.stringify(b.requests)}`);
+      assert.equal(request.first, 221);
       b.install(221, 1);
       assert.equal(await miss, b.sourceU32(page(221, 4)));
       assert.equal(await worker.read('u32', page(221, 8)), b.sourceU32(page(221, 8)), 'now a hit');
