@@ -115,6 +115,28 @@ describe('a relay that cuts the connection', { timeout: 60_000 }, () => {
     });
   });
 
+  test('COMMIT lost with its connection: the source dials again and gets it on the new one', async () => {
+    const kv = await bench.startKv();
+    // Only the first connection loses its COMMIT; the source's second connection passes untouched.
+    const relay = await bench.relay((frame) =>
+      frame.connection === 0 && frame.direction === 'to-source' && frame.role === 'commit-or-abort'
+        ? { do: 'cut', when: 'before' }
+        : FORWARD,
+    );
+    const report = await bench.migrate(kv, relay);
+    assert.equal(report.verified, true);
+    assert.ok(report.reconnects >= 1, `the source dialled again (reconnects: ${report.reconnects})`);
+    assert.ok(
+      relay.events.some((e) => e.action === 'cut'),
+      'the relay cut the first COMMIT',
+    );
+    const onSource = await bench.cluster
+      .client(bench.cluster.source)
+      .call<EnclaveInfo[]>('GET', '/v1/enclaves');
+    assert.ok(!onSource.some((e) => e.id === kv.id), 'the source destroyed itself after COMMIT');
+    await bench.cluster.client(bench.cluster.destination).call('DELETE', `/v1/enclaves/${kv.id}`);
+  });
+
   test('after COMMIT: the migration is complete; the cut changes nothing', async () => {
     const kv = await bench.startKv();
     const relay = await bench.relay(on('commit-or-abort', 0, { do: 'cut', when: 'after' }, 'to-source'));
