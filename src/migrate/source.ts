@@ -200,11 +200,23 @@ export async function migrateOut(
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
     mark('prefaulted');
-    if (hasPostcopy(req.mode)) urgent = await openChannel(dataTarget(req), keys, 'urgent', 1);
-
     // The destination may refuse at any moment (a page failed to verify): watch for its answer while
     // sending, so an abort stops the transfer with its reason instead of a broken pipe.
     answer = new PendingAnswer(receiveControl(channel, opener));
+    if (hasPostcopy(req.mode)) {
+      // A destination that is gone never answers the new connection: its answer (or the first
+      // connection closing) ends the wait at once instead of after the attach timeout.
+      const opening = openChannel(dataTarget(req), keys, 'urgent', 1);
+      try {
+        urgent = await Promise.race([opening, answer.promise.then(refusalOf)]);
+      } catch (err) {
+        opening.then(
+          (late) => late.channel.destroy(),
+          () => {},
+        );
+        throw err;
+      }
+    }
     const digest = req.verify ? new PageSetDigest(heap.pageCount) : null;
     let bytesSent = 0;
     let firstSendAtMs: number | null = null;
@@ -508,6 +520,13 @@ function checkCommit(
       `COMMIT names ${commit.pagesInstalled} pages and digest ${commit.digest}, but ${sent.pagesSent} pages with digest ${sent.sourceDigest} were sent`,
     );
   }
+}
+
+/** Any answer of the destination before START is a refusal. */
+function refusalOf(message: ControlMessage): never {
+  throw message.t === 'abort'
+    ? new DestinationAbort(message.reason)
+    : new ProtocolError(`'${message.t}' from the destination before START`);
 }
 
 /** The destination refused to resume and said so before resuming, so the source may serve again. */

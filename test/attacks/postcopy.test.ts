@@ -49,6 +49,8 @@ class PostcopyBench extends AttackBench {
         mode: 'post-copy',
         verify: true,
         dataAddress: relay.address,
+        // A destination that gave up refuses every new connection: no point dialling for a minute.
+        reconnectTimeoutMs: 3000,
         ...(this.bandwidthBps === undefined ? {} : { bandwidthBps: this.bandwidthBps }),
       },
       new MigrationProgressView(false),
@@ -185,7 +187,8 @@ describe('a relay against post-copy', { timeout: 180_000 }, () => {
         (report) => assert.fail(`the attacked migration succeeded (${report.migrationId})`),
         (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
       ),
-      sleep(60_000).then(() =>
+      // Unref'd: once the call ended, this timer must not keep the test file running for a minute.
+      sleep(60_000, undefined, { ref: false }).then(() =>
         assert.fail('the migration call never ended: the source still waits for COMMIT after 60 s'),
       ),
     ]);
