@@ -1,0 +1,12 @@
+{
+  "targets": [
+    {
+      "target_name": "constmig_uffd",
+      "sources": ["native/uffd/uffd.cc"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-cast-function-type"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none", "sources!": ["native/uffd/uffd.cc"] }]
+      ]
+    }
+  ]
+}

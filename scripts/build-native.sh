@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# npm `install` hook: builds the userfaultfd addon (native/uffd, binding.gyp) with node-gyp, offline,
+# against the headers of the running Node. It never fails the install: without the addon constmig runs
+# with the Access Tracker, and src/native/uffd.ts reports why the addon is missing.
+# CONSTMIG_SKIP_NATIVE=1 skips the build.
+set -u
+cd "$(dirname "$0")/.."
+
+say() { echo "constmig: $*" >&2; }
+
+if [[ "${CONSTMIG_SKIP_NATIVE:-}" == 1 ]]; then
+  say "userfaultfd addon not built (CONSTMIG_SKIP_NATIVE=1); the Access Tracker will be used"
+  exit 0
+fi
+if [[ "$(uname -s)" != Linux ]]; then
+  say "userfaultfd addon not built (needs Linux); the Access Tracker will be used"
+  exit 0
+fi
+
+# node-gyp: the one npm runs scripts with, else one on PATH.
+if [[ -n "${npm_config_node_gyp:-}" && -f "${npm_config_node_gyp}" ]]; then
+  gyp=(node "$npm_config_node_gyp")
+elif command -v node-gyp >/dev/null; then
+  gyp=(node-gyp)
+else
+  say "userfaultfd addon not built (node-gyp not found); the Access Tracker will be used"
+  exit 0
+fi
+
+# Without a nodedir node-gyp downloads headers; use the installed ones (e.g. /usr/include/node) so the
+# build works offline.
+args=(rebuild)
+if [[ -z "${npm_config_nodedir:-}" ]]; then
+  prefix="$(dirname "$(dirname "$(command -v node)")")"
+  [[ -f "$prefix/include/node/node.h" ]] && args+=("--nodedir=$prefix")
+fi
+
+log="$(mktemp)"
+if "${gyp[@]}" "${args[@]}" >"$log" 2>&1; then
+  mkdir -p build && mv "$log" build/native-build.log
+  say "userfaultfd addon built (build/Release/constmig_uffd.node)"
+else
+  tail -n 15 "$log" >&2
+  mkdir -p build && mv "$log" build/native-build.log
+  say "userfaultfd addon did not build (log: build/native-build.log); the Access Tracker will be used"
+fi
+exit 0
