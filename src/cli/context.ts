@@ -55,6 +55,15 @@ export function rateOption(text: string, flag: string): number {
   }
 }
 
+/** A whole number of milliseconds from `min` to one hour. */
+export function millisecondsOption(text: string, flag: string, min: number): number {
+  const ms = Number(text);
+  if (!(/^\d+$/.test(text) && ms >= min && ms <= 3_600_000)) {
+    throw new UserError(`${flag}: '${text}' is not a whole number of ms (${min} .. 3600000)`);
+  }
+  return ms;
+}
+
 export function portOption(text: string, what = '--port'): number {
   const port = Number(text);
   if (!/^\d+$/.test(text) || port < 1 || port > 65535)

@@ -42,7 +42,7 @@ export interface DataTarget {
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** A source send that cannot drain for this long means the link went dark (see FramedSocket). */
-export const SEND_STALL_MS = 10_000;
+const SEND_STALL_MS = 10_000;
 const ATTACH_TIMEOUT_MS = 10_000;
 
 function keysFor(
@@ -57,6 +57,13 @@ function keysFor(
   };
 }
 
+/** Source: a connection to the destination's peer port, the routing preamble written. */
+export async function dialData(target: DataTarget): Promise<FramedSocket> {
+  const socket = await dial(target.host, target.port, CONNECT_TIMEOUT_MS);
+  socket.write(encodePreamble(target.ticket, target.peerAuth));
+  return new FramedSocket(socket, { sendStallMs: SEND_STALL_MS });
+}
+
 /** Source: connects, waits for READY, sends ATTACH. */
 export async function openChannel(
   target: DataTarget,
@@ -64,9 +71,7 @@ export async function openChannel(
   name: ChannelName,
   generation: number,
 ): Promise<Channel> {
-  const socket = await dial(target.host, target.port, CONNECT_TIMEOUT_MS);
-  socket.write(encodePreamble(target.ticket, target.peerAuth));
-  const channel = new FramedSocket(socket, { sendStallMs: SEND_STALL_MS });
+  const channel = await dialData(target);
   try {
     const ready = await channel.next(AbortSignal.timeout(ATTACH_TIMEOUT_MS));
     if (ready.header.type !== FrameType.Ready || ready.header.sealed || ready.bodyLength !== 0) {

@@ -10,9 +10,7 @@ import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
-import { dial } from '../wire/dial.js';
-import { FramedSocket } from '../wire/framed-socket.js';
-import { encodePreamble } from '../wire/preamble.js';
+import type { FramedSocket } from '../wire/framed-socket.js';
 import { RateLimiter } from '../wire/rate-limiter.js';
 import { ProtocolError, receiveControl, sendControl } from './control-channel.js';
 import { extentsOf } from './extents.js';
@@ -27,7 +25,7 @@ import { ProgressTicker } from './progress.js';
 import type { MigrationReport, PhaseTimes } from './report.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
-import { type Channel, type DataTarget, firstChannel, openChannel, SEND_STALL_MS } from './link.js';
+import { type Channel, type DataTarget, dialData, firstChannel, openChannel } from './link.js';
 import { isLinkFailure, LinkStalledError, SourceLink } from './source-link.js';
 
 export interface SourceDeps {
@@ -116,7 +114,6 @@ export type SourceOutcome =
    */
   | { kind: 'in-doubt'; message: string; tokens: TokenVerifier };
 
-const CONNECT_TIMEOUT_MS = 10_000;
 /**
  * The destination first-touches every allocated page before it answers PREFAULT (3-10 µs per page
  * measured here); allow several times that on top of a fixed margin. Without a bound, a network that
@@ -160,9 +157,7 @@ export async function migrateOut(
   let answer: PendingAnswer | undefined;
   let tokens: TokenVerifier | undefined;
   try {
-    const socket = await dial(req.dataHost, req.dataPort, CONNECT_TIMEOUT_MS);
-    socket.write(encodePreamble(req.ticket, req.peerAuth));
-    channel = new FramedSocket(socket, { sendStallMs: SEND_STALL_MS });
+    channel = await dialData(dataTarget(req));
 
     phase = 'handshake';
     mark('handshake');

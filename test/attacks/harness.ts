@@ -12,7 +12,7 @@ import {
 } from '../../src/bench/local-cluster.js';
 import { requestMigration } from '../../src/cli/commands/migrate.js';
 import { MigrationProgressView } from '../../src/cli/migrate-progress.js';
-import type { EnclaveInfo } from '../../src/host/api-schema.js';
+import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { MigrationReport } from '../../src/migrate/report.js';
 import {
   type Action,
@@ -174,18 +174,21 @@ export class AttackBench {
     return relay;
   }
 
+  /** What every migration of this bench asks for besides its destination and relay; a subclass may change it. */
+  protected migrationRequest(): Omit<MigrateRequest, 'to' | 'dataAddress'> {
+    return {
+      mode: 'stop-and-copy',
+      verify: true,
+      // A relay that keeps attacking every new connection would otherwise be dialled for a minute.
+      reconnectTimeoutMs: 3000,
+    };
+  }
+
   migrate(kv: KvUnderTest, relay: FrameRelay): Promise<MigrationReport> {
     return requestMigration(
       this.cluster.client(this.cluster.source),
       kv.id,
-      {
-        to: this.cluster.destination.controlUrl,
-        mode: 'stop-and-copy',
-        verify: true,
-        dataAddress: relay.address,
-        // A relay that keeps attacking every new connection would otherwise be dialled for a minute.
-        reconnectTimeoutMs: 3000,
-      },
+      { ...this.migrationRequest(), to: this.cluster.destination.controlUrl, dataAddress: relay.address },
       new MigrationProgressView(false),
     );
   }

@@ -5,11 +5,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { countLostWrites, KvLoad } from '../../src/bench/kv-load.js';
 import { DESTINATION_BIND, SOURCE_BIND } from '../../src/bench/local-cluster.js';
-import { requestMigration } from '../../src/cli/commands/migrate.js';
-import { MigrationProgressView } from '../../src/cli/migrate-progress.js';
-import type { EnclaveInfo } from '../../src/host/api-schema.js';
+import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';
-import type { MigrationReport } from '../../src/migrate/report.js';
 import { HEADER_BYTES } from '../../src/wire/frame.js';
 import { type Action, type Attack, FORWARD, type FrameRelay } from '../helpers/frame-relay.js';
 import type { Direction, FrameRole } from '../helpers/frame-roles.js';
@@ -40,21 +37,12 @@ import {
 class PostcopyBench extends AttackBench {
   bandwidthBps: number | undefined;
 
-  override migrate(kv: KvUnderTest, relay: FrameRelay): Promise<MigrationReport> {
-    return requestMigration(
-      this.cluster.client(this.cluster.source),
-      kv.id,
-      {
-        to: this.cluster.destination.controlUrl,
-        mode: 'post-copy',
-        verify: true,
-        dataAddress: relay.address,
-        // A destination that gave up refuses every new connection: no point dialling for a minute.
-        reconnectTimeoutMs: 3000,
-        ...(this.bandwidthBps === undefined ? {} : { bandwidthBps: this.bandwidthBps }),
-      },
-      new MigrationProgressView(false),
-    );
+  protected override migrationRequest(): Omit<MigrateRequest, 'to' | 'dataAddress'> {
+    return {
+      ...super.migrationRequest(),
+      mode: 'post-copy',
+      ...(this.bandwidthBps === undefined ? {} : { bandwidthBps: this.bandwidthBps }),
+    };
   }
 
   override async cleanup(): Promise<void> {

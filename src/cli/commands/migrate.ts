@@ -4,7 +4,7 @@ import { isMigrationMode, MIGRATION_MODES } from '../../migrate/modes.js';
 import type { MigrationReport } from '../../migrate/report.js';
 import { parseHostPort } from '../../util/address.js';
 import { UserError } from '../../util/errors.js';
-import { type ClientOptions, hostClient, printJson, rateOption } from '../context.js';
+import { type ClientOptions, hostClient, millisecondsOption, printJson, rateOption } from '../context.js';
 import { MigrationProgressView } from '../migrate-progress.js';
 import { renderReport } from '../render.js';
 
@@ -30,24 +30,13 @@ export function liveOptions(options: {
   bandwidthBps?: number;
   reconnectTimeoutMs?: number;
 } {
-  const maxDowntimeMs = Number(options.maxDowntime);
-  if (!(Number.isInteger(maxDowntimeMs) && maxDowntimeMs >= 1 && maxDowntimeMs <= 3_600_000)) {
-    throw new UserError(
-      `--max-downtime: '${options.maxDowntime}' is not a whole number of ms (1 .. 3600000)`,
-    );
-  }
+  const maxDowntimeMs = millisecondsOption(options.maxDowntime, '--max-downtime', 1);
   const bandwidthBps =
     options.bandwidth === undefined ? undefined : rateOption(options.bandwidth, '--bandwidth');
   const reconnectTimeoutMs =
-    options.reconnectTimeout === undefined ? undefined : Number(options.reconnectTimeout);
-  if (
-    reconnectTimeoutMs !== undefined &&
-    !(Number.isInteger(reconnectTimeoutMs) && reconnectTimeoutMs >= 0 && reconnectTimeoutMs <= 3_600_000)
-  ) {
-    throw new UserError(
-      `--reconnect-timeout: '${options.reconnectTimeout}' is not a whole number of ms (0 .. 3600000)`,
-    );
-  }
+    options.reconnectTimeout === undefined
+      ? undefined
+      : millisecondsOption(options.reconnectTimeout, '--reconnect-timeout', 0);
   return {
     maxDowntimeMs,
     ...(bandwidthBps === undefined ? {} : { bandwidthBps }),
