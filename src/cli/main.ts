@@ -117,6 +117,10 @@ program
     '--bandwidth <rate>',
     'limit background pages (pre-copy rounds, post-copy push), e.g. 1gbit, 100MB/s',
   )
+  .option(
+    '--reconnect-timeout <ms>',
+    'after START, how long to keep dialling a broken link before the source stays in doubt (default 60000)',
+  )
   .option('--json', 'print one JSON report instead of progress and a table')
   .addOption(tokenFile())
   .action(action(migrateCommand));

@@ -131,6 +131,17 @@ describe('constmig CLI against real host daemons', () => {
       await cli(['migrate', 'abcd1234', '--from', src, '--to', dst, '--mode', 'teleport'], env),
       /unknown mode 'teleport'/,
     );
+    const migrate = (...flags: string[]) =>
+      cli(['migrate', 'abcd1234', '--from', src, '--to', dst, '--mode', 'post-copy', ...flags], env);
+    assertOneLineError(
+      await migrate('--max-downtime', '0'),
+      /--max-downtime: '0' is not a whole number of ms/,
+    );
+    assertOneLineError(
+      await migrate('--reconnect-timeout', '1.5'),
+      /--reconnect-timeout: '1.5' is not a whole number of ms/,
+    );
+    assertOneLineError(await migrate('--bandwidth', '1gbps'), /--bandwidth: ambiguous unit 'gbps'/);
     assertOneLineError(
       await cli(['run', 'kv', '--host', src, '--heap', 'lots', '--port', '7000'], env),
       /--heap: malformed size 'lots'/,
