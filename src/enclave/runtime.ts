@@ -175,6 +175,7 @@ export class EnclaveRuntime {
       appKind: this.config.app,
       tee: this.tee,
       policy: this.policy,
+      log: (msg) => this.log.warn(msg),
       onResumed: () => {
         void this.stats().then((stats) => this.send({ type: 'resumed', stats }));
       },

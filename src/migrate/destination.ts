@@ -36,6 +36,7 @@ export interface DestinationDeps {
   policy: AttestationPolicy;
   /** The application serves here from now on (before COMMIT in post-copy). */
   onResumed: () => void;
+  log?: (message: string) => void;
 }
 
 /**
@@ -115,8 +116,9 @@ export class IncomingMigration {
     }
     acceptChannel(socket, this.keys).then(
       (channel) => this.replace(channel),
-      () => {
+      (err: unknown) => {
         // Not a connection of this migration: closed unread, the migration goes on.
+        this.deps.log?.(`refused a connection for this migration: ${errorMessage(err)}`);
       },
     );
   }
