@@ -268,16 +268,31 @@ describe('constmig CLI against real host daemons', () => {
   });
 });
 
-test('constmig demo migrates under client load and verifies', async () => {
-  const result = await cli(['demo', '--heap', '48MiB', '--json']);
+test('constmig demo migrates under client load and verifies, with the throughput timeline', async () => {
+  const result = await cli(['demo', '--heap', '48MiB', '--mode', 'post-copy', '--json']);
   assert.equal(result.code, 0, result.stderr);
   const report = JSON.parse(result.stdout) as {
     verified: boolean;
     clientGapMs: number;
+    postcopyMs: number | null;
     demo: { lostWrites: number; clientOps: number; ackedKeysChecked: number };
+    timeline: {
+      bucketMs: number;
+      opsPer100ms: number[];
+      marks: { migrationRequested: number; blackout: number; resumed: number; committed: number };
+    };
   };
   assert.equal(report.verified, true);
   assert.equal(report.demo.lostWrites, 0);
   assert.ok(report.demo.clientOps > 0 && report.demo.ackedKeysChecked > 0);
   assert.ok(report.clientGapMs > 0);
+  assert.ok(report.postcopyMs !== null && report.postcopyMs > 0);
+  // Before, during and after: buckets on both sides of the migration, the marks in order.
+  const { timeline } = report;
+  assert.equal(timeline.bucketMs, 100);
+  const { migrationRequested, blackout, resumed, committed } = timeline.marks;
+  assert.ok(migrationRequested < blackout && blackout < resumed && resumed <= committed);
+  assert.ok(timeline.opsPer100ms.length * 100 > committed, 'the timeline runs past COMMIT');
+  const total = timeline.opsPer100ms.reduce((a, b) => a + b, 0);
+  assert.equal(total, report.demo.clientOps, 'every successful operation is in a bucket');
 });
