@@ -1,6 +1,7 @@
 // constmig userfaultfd addon (issue 5, item 1): an anonymous private mapping exposed to JavaScript as
 // SharedArrayBuffers without copying, registered with userfaultfd in MISSING mode, with the calls a
-// fault handler needs (wait for a fault, install a page, install a zero page, wake, close).
+// fault handler needs (wait for a fault or watch for faults on the event loop, install a page, install
+// a zero page, wake, discard, close).
 //
 // Why V8 and not Node-API: Node-API in Node 20 cannot make a SharedArrayBuffer over memory it did not
 // allocate (napi_create_external_arraybuffer makes a plain ArrayBuffer, which cannot be shared with a
@@ -33,7 +34,10 @@
 #include <string>
 
 #include <node.h>
+#include <uv.h>
 #include <v8.h>
+
+#include <vector>
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
@@ -497,10 +501,10 @@ void Wake(const FunctionCallbackInfo<Value>& info) {
   if (ioctl(region->uffd, UFFDIO_WAKE, &range) != 0) return ThrowErrno(isolate, errno, "ioctl(UFFDIO_WAKE)");
 }
 
-// close(id) -> true if this call closed it, false if it was already closed. The userfaultfd closes
-// when no other thread is inside a call on it; the kernel then wakes every thread blocked on a missing
-// page of the region, and such pages read as zeros from then on. The memory stays mapped while any
-// SharedArrayBuffer over it is alive.
+// close(id) -> true if this call closed it, false if it was already closed. The region is unregistered
+// at once (the kernel wakes every thread blocked on a missing page of it, and such pages read as zeros
+// from then on); the descriptor closes when no other thread is inside a call on it and no watch holds
+// it. The memory stays mapped while any SharedArrayBuffer over it is alive.
 void Close(const FunctionCallbackInfo<Value>& info) {
   size_t id;
   if (!ArgSize(info, 0, "id", &id)) return;
@@ -515,11 +519,174 @@ void Close(const FunctionCallbackInfo<Value>& info) {
   }
   if (!region) return info.GetReturnValue().Set(false);
   region->closed.store(true);
+  // Unregistering wakes every thread blocked on a missing page now, even while a watch or an
+  // operation in flight keeps the descriptor open; such pages fill with zeros on their next touch.
+  struct uffdio_range range;
+  range.start = reinterpret_cast<uintptr_t>(region->mapping->base);
+  range.len = region->mapping->length;
+  ioctl(region->uffd, UFFDIO_UNREGISTER, &range);
   uint64_t one = 1;
   if (write(region->stopfd, &one, sizeof one) < 0) {
     // The counter cannot overflow from one write; nothing else can fail here.
   }
   info.GetReturnValue().Set(true);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// watch(id, callback): the faults of the region are read on this thread's event loop (a uv_poll on the
+// userfaultfd) and handed to callback(offsets: number[]) in batches, in arrival order, one entry per
+// fault message (a page that several threads wait on may appear more than once). This is how the
+// enclave's I/O thread serves faults next to its network channels, with no extra thread in between.
+// unwatch(id) stops it; the environment's teardown stops it too. One watch per region.
+
+struct Watch {
+  uv_poll_t handle;
+  uint32_t id;
+  std::shared_ptr<Region> region;
+  Isolate* isolate;
+  v8::Global<Context> context;
+  v8::Global<v8::Function> callback;
+  bool stopped = false;
+};
+
+// Watches by region id; a watch outlives close() (it holds the region) until unwatch or teardown.
+std::mutex watches_mutex;
+std::map<uint32_t, Watch*> watches;
+
+void FreeWatch(uv_handle_t* handle) { delete reinterpret_cast<Watch*>(handle->data); }
+
+void StopWatch(Watch* watch);
+
+void CleanupWatch(void* arg) { StopWatch(static_cast<Watch*>(arg)); }
+
+void StopWatch(Watch* watch) {
+  if (watch->stopped) return;
+  watch->stopped = true;
+  node::RemoveEnvironmentCleanupHook(watch->isolate, CleanupWatch, watch);
+  {
+    std::lock_guard<std::mutex> lock(watches_mutex);
+    watches.erase(watch->id);
+  }
+  watch->callback.Reset();
+  watch->context.Reset();
+  uv_poll_stop(&watch->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&watch->handle), FreeWatch);
+}
+
+// Reads every fault message queued now (the descriptor is non-blocking); false on a read error.
+bool DrainFaults(const Region& region, std::vector<double>* offsets, int* err) {
+  const uint64_t base = reinterpret_cast<uintptr_t>(region.mapping->base);
+  for (;;) {
+    struct uffd_msg msgs[16];
+    ssize_t got = read(region.uffd, msgs, sizeof msgs);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return true;
+      *err = errno;
+      return false;
+    }
+    size_t count = static_cast<size_t>(got) / sizeof(struct uffd_msg);
+    for (size_t i = 0; i < count; i++) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;  // no other events are enabled
+      uint64_t address = msgs[i].arg.pagefault.address & ~static_cast<uint64_t>(kPage - 1);
+      if (address < base || address - base >= region.mapping->length) continue;
+      offsets->push_back(static_cast<double>(address - base));
+    }
+    if (count < sizeof msgs / sizeof msgs[0]) return true;
+  }
+}
+
+void OnReadable(uv_poll_t* handle, int status, int events) {
+  Watch* watch = reinterpret_cast<Watch*>(handle->data);
+  if (watch->stopped || watch->region->closed.load()) return;
+  Isolate* isolate = watch->isolate;
+  v8::HandleScope scope(isolate);
+  Local<Context> context = watch->context.Get(isolate);
+  Context::Scope context_scope(context);
+  std::vector<double> offsets;
+  int err = status < 0 ? EIO : 0;
+  if (err == 0) DrainFaults(*watch->region, &offsets, &err);
+  Local<Value> argv[2];
+  argv[0] = err == 0 ? Local<Value>(Null(isolate)) : node::ErrnoException(isolate, err, "read(uffd)");
+  Local<Array> list = Array::New(isolate, static_cast<int>(offsets.size()));
+  for (size_t i = 0; i < offsets.size(); i++) {
+    list->Set(context, static_cast<uint32_t>(i), Number::New(isolate, offsets[i])).Check();
+  }
+  argv[1] = list;
+  if (err == 0 && offsets.empty()) return;
+  Local<v8::Function> callback = watch->callback.Get(isolate);
+  // MakeCallback runs the microtasks and ticks queued by the callback, as for any I/O callback.
+  node::MakeCallback(isolate, context->Global(), callback, 2, argv, node::async_context{0, 0});
+}
+
+void WatchFaults(const FunctionCallbackInfo<Value>& info) {
+  Isolate* isolate = info.GetIsolate();
+  std::shared_ptr<Region> region = ArgRegion(info);
+  if (!region) return;
+  if (!info[1]->IsFunction()) return ThrowType(isolate, "callback must be a function");
+  const uint32_t id = static_cast<uint32_t>(info[0].As<Number>()->Value());
+  {
+    std::lock_guard<std::mutex> lock(watches_mutex);
+    if (watches.count(id) != 0) return ThrowErrno(isolate, EBUSY, "uffd", "the region is already watched");
+  }
+  uv_loop_t* loop = node::GetCurrentEventLoop(isolate);
+  if (loop == nullptr) return ThrowErrno(isolate, EINVAL, "uv_poll_init", "no event loop on this thread");
+  Watch* watch = new Watch();
+  watch->id = id;
+  watch->region = region;
+  watch->isolate = isolate;
+  watch->context.Reset(isolate, isolate->GetCurrentContext());
+  watch->callback.Reset(isolate, info[1].As<v8::Function>());
+  watch->handle.data = watch;
+  int rc = uv_poll_init(loop, &watch->handle, region->uffd);
+  if (rc != 0) {
+    delete watch;
+    return ThrowErrno(isolate, -rc, "uv_poll_init");
+  }
+  rc = uv_poll_start(&watch->handle, UV_READABLE, OnReadable);
+  if (rc != 0) {
+    watch->stopped = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&watch->handle), FreeWatch);
+    return ThrowErrno(isolate, -rc, "uv_poll_start");
+  }
+  {
+    std::lock_guard<std::mutex> lock(watches_mutex);
+    watches[id] = watch;
+  }
+  node::AddEnvironmentCleanupHook(isolate, CleanupWatch, watch);
+}
+
+// unwatch(id) -> true if a watch was stopped. Works on a closed region too (its watch still holds it).
+void Unwatch(const FunctionCallbackInfo<Value>& info) {
+  size_t id;
+  if (!ArgSize(info, 0, "id", &id)) return;
+  Watch* watch = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(watches_mutex);
+    auto it = id <= UINT32_MAX ? watches.find(static_cast<uint32_t>(id)) : watches.end();
+    if (it != watches.end()) watch = it->second;
+  }
+  // Only the watching thread may touch its uv handle.
+  if (watch == nullptr || watch->isolate != info.GetIsolate()) return info.GetReturnValue().Set(false);
+  StopWatch(watch);
+  info.GetReturnValue().Set(true);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// discard(id, offset, length): the pages' contents are dropped (MADV_DONTNEED), so they read as missing
+// again and the next touch faults: how a page received in an earlier pre-copy round, and then written on
+// the source, stops being readable here until its new version arrives.
+
+void Discard(const FunctionCallbackInfo<Value>& info) {
+  Isolate* isolate = info.GetIsolate();
+  std::shared_ptr<Region> region = ArgRegion(info);
+  if (!region) return;
+  size_t length, offset;
+  if (!ArgSize(info, 2, "length", &length)) return;
+  if (!ArgRange(info, *region, 1, length, &offset)) return;
+  if (madvise(region->mapping->base + offset, length, MADV_DONTNEED) != 0) {
+    return ThrowErrno(isolate, errno, "madvise(MADV_DONTNEED)");
+  }
 }
 
 // regions() -> how many regions are open in this process (for leak checks in tests).
@@ -544,6 +711,9 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   set("copy", Copy);
   set("zeroPage", ZeroPage);
   set("wake", Wake);
+  set("watch", WatchFaults);
+  set("unwatch", Unwatch);
+  set("discard", Discard);
   set("close", Close);
   set("regions", Regions);
   exports

@@ -34,6 +34,9 @@ export interface SharedUffdRegion {
   via: UffdVia;
 }
 
+/** Called on the watching thread's event loop with the faults read since the last call (page offsets). */
+export type FaultCallback = (error: NodeJS.ErrnoException | null, offsets: number[]) => void;
+
 export type UffdVia = 'syscall' | '/dev/userfaultfd' | 'user-mode-only';
 
 /** The addon's exports (native/uffd/uffd.cc). Errors are Node errno errors: `code` is e.g. 'EPERM'. */
@@ -45,6 +48,9 @@ export interface UffdAddon {
   copy(id: number, offset: number, source: ArrayBufferView, dontWake?: boolean): FillResult;
   zeroPage(id: number, offset: number, length: number, dontWake?: boolean): FillResult;
   wake(id: number, offset: number, length: number): void;
+  watch(id: number, callback: FaultCallback): void;
+  unwatch(id: number): boolean;
+  discard(id: number, offset: number, length: number): void;
   close(id: number): boolean;
   regions(): number;
 }
@@ -188,6 +194,25 @@ export class UffdRegion {
     return this.addon.zeroPage(this.shared.id, offset, length, options.dontWake ?? false);
   }
 
+  /**
+   * Delivers the region's faults to `callback` on this thread's event loop, in batches in arrival
+   * order (a page several threads wait on may come more than once). One watch per region; this
+   * thread must then never touch a missing page of the region itself.
+   */
+  watch(callback: FaultCallback): void {
+    this.addon.watch(this.shared.id, callback);
+  }
+
+  /** Stops the watch (on the thread that started it); false if there was none. */
+  unwatch(): boolean {
+    return this.addon.unwatch(this.shared.id);
+  }
+
+  /** Drops the pages' contents (MADV_DONTNEED): they are missing again, and the next touch faults. */
+  discard(offset: number, length: number): void {
+    this.addon.discard(this.shared.id, offset, length);
+  }
+
   /** Wakes the threads waiting on [offset, offset + length) (UFFDIO_WAKE). */
   wake(offset: number, length: number): void {
     this.addon.wake(this.shared.id, offset, length);
@@ -199,9 +224,10 @@ export class UffdRegion {
   }
 
   /**
-   * Closes the userfaultfd (every thread's view of the region): a waitFault in progress throws EBADF,
-   * threads blocked on a missing page wake up and read zeros. The memory is unmapped when no
-   * SharedArrayBuffer over it is left. False if it was already closed.
+   * Closes the userfaultfd (every thread's view of the region): the region is unregistered at once,
+   * a waitFault in progress throws EBADF, threads blocked on a missing page wake up and read zeros,
+   * and the memory is plain memory from then on. Stop a watch with unwatch() (on its thread). The
+   * memory is unmapped when no SharedArrayBuffer over it is left. False if it was already closed.
    */
   close(): boolean {
     return this.addon.close(this.shared.id);

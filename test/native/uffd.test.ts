@@ -189,6 +189,65 @@ describe('userfaultfd addon', { skip }, () => {
     assert.deepEqual(answer.op === 'read' && answer.bytes, new Uint8Array(8));
   });
 
+  test('watch() delivers faults on the event loop; copy() from the callback wakes the reader', async () => {
+    const region = map(8);
+    const seen: number[] = [];
+    region.watch((error, offsets) => {
+      assert.equal(error, null);
+      for (const offset of offsets) {
+        seen.push(offset);
+        region.copy(offset, pattern(offset / PAGE));
+      }
+    });
+    try {
+      assert.throws(() => region.watch(() => {}), (err: NodeJS.ErrnoException) => err.code === 'EBUSY');
+      const worker = spawn(region);
+      for (const page of [5, 2]) {
+        const answer = await send(worker, { op: 'read', offset: page * PAGE + 100, length: 16 });
+        assert.deepEqual(answer.op === 'read' && answer.bytes, pattern(page).subarray(100, 116));
+      }
+      assert.deepEqual(seen, [5 * PAGE, 2 * PAGE]);
+    } finally {
+      assert.equal(region.unwatch(), true);
+    }
+    assert.equal(region.unwatch(), false);
+  });
+
+  test('discard() makes installed pages missing again: the next touch faults and sees the new copy', async () => {
+    const region = map(4);
+    region.copy(PAGE, pattern(1));
+    region.discard(PAGE, PAGE);
+    const faults: number[] = [];
+    region.watch((_error, offsets) => {
+      for (const offset of offsets) {
+        faults.push(offset);
+        region.copy(offset, pattern(99));
+      }
+    });
+    try {
+      const worker = spawn(region);
+      const answer = await send(worker, { op: 'read', offset: PAGE, length: 8 });
+      assert.deepEqual(answer.op === 'read' && answer.bytes, pattern(99).subarray(0, 8));
+      assert.deepEqual(faults, [PAGE]);
+    } finally {
+      region.unwatch();
+    }
+  });
+
+  test('close() while a worker waits and a watch holds the region: the worker wakes, nothing leaks', async () => {
+    const region = map(4);
+    const open = region.openRegions();
+    region.watch(() => {}); // sees the fault and leaves it unanswered
+    const worker = spawn(region);
+    const reading = send(worker, { op: 'read', offset: 2 * PAGE, length: 8 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(region.close(), true);
+    const answer = await reading;
+    assert.deepEqual(answer.op === 'read' && answer.bytes, new Uint8Array(8));
+    assert.equal(region.openRegions(), open - 1);
+    assert.equal(region.unwatch(), true, 'the watch outlives close() until it is stopped');
+  });
+
   test('bad arguments are JavaScript errors, not crashes', () => {
     const region = map(4);
     const page = pattern(0);
