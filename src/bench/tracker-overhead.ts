@@ -9,7 +9,7 @@
  * (a) a tight scan: the sum of every u32 of a heap, through
  *     - a plain Uint32Array view of the heap's memory: no accessor at all; what an application pays
  *       with an untracked heap or with the Fault Tracker (page protection: nothing runs on a hit);
- *     - SecureHeap.readU32 with the present test removed (unchecked-heap.ts): the accessor's own cost
+ *     - SecureHeap.readU32 with the present test removed (SecureHeap.create with presentChecks off): the accessor's own cost
  *       (bounds and alignment checks, segment arithmetic) without the tracker;
  *     - SecureHeap.readU32 as shipped: the accessor with the tracker's test.
  * (b) the kv application: GET and SET of existing keys, called directly on a KvStore (no RESP, no
@@ -39,7 +39,7 @@ import { errorMessage, UserError } from '../util/errors.js';
 import { formatBytes, parseSize } from '../util/size.js';
 import { VERSION } from '../version.js';
 import { median } from './summary.js';
-import { countPresentChecks, heapWithoutPresentCheck } from './unchecked-heap.js';
+import { countPresentChecks } from './present-check-counter.js';
 
 const SCAN_VARIANTS = ['plain', 'unchecked', 'tracked'] as const;
 const KV_VARIANTS = ['unchecked', 'tracked'] as const;
@@ -140,7 +140,7 @@ function timeNs(fn: () => number): { wallNs: number; cpuNs: number; result: numb
 function runScan(spec: ScanSpec): ScanResult {
   const heap =
     spec.variant === 'unchecked'
-      ? heapWithoutPresentCheck(spec.heapBytes)
+      ? SecureHeap.create(spec.heapBytes, { presentChecks: false })
       : SecureHeap.create(spec.heapBytes);
   const views = wordViews(heap);
   const next = xorshift(0x9e3779b9);
@@ -173,7 +173,7 @@ function runKv(spec: KvSpec): KvResult {
   const counter = spec.variant === 'count' ? countPresentChecks() : null;
   const heap =
     spec.variant === 'unchecked'
-      ? heapWithoutPresentCheck(spec.heapBytes)
+      ? SecureHeap.create(spec.heapBytes, { presentChecks: false })
       : SecureHeap.create(spec.heapBytes);
   const allocator = HeapAllocator.format(heap);
   const store = KvStore.create(heap, allocator);

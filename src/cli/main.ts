@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { MIGRATION_MODES } from '../migrate/modes.js';
+import { TRACKER_REQUESTS } from '../trackers/choice.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { VERSION } from '../version.js';
 import { demoCommand } from './commands/demo.js';
@@ -121,6 +122,11 @@ program
     '--reconnect-timeout <ms>',
     'after START, how long to keep dialling a broken link before the source stays in doubt (default 60000)',
   )
+  .option(
+    '--tracker <kind>',
+    `post-copy and hybrid: how the destination catches use-before-restore (${TRACKER_REQUESTS.join(', ')}; auto: fault where userfaultfd works)`,
+    'auto',
+  )
   .option('--json', 'print one JSON report instead of progress and a table')
   .addOption(tokenFile())
   .action(action(migrateCommand));
@@ -133,6 +139,11 @@ program
   .option('--port <port>', 'kv port (default: one free on 127.0.0.1 and 127.0.0.2)')
   .option('--max-downtime <ms>', 'pre-copy: stop iterating once the rest fits this blackout', '300')
   .option('--bandwidth <rate>', 'limit background pages (pre-copy rounds, post-copy push), e.g. 1gbit')
+  .option(
+    '--tracker <kind>',
+    `post-copy and hybrid: how the destination catches use-before-restore (${TRACKER_REQUESTS.join(', ')}; auto: fault where userfaultfd works)`,
+    'auto',
+  )
   .option('--timeline <file>', 'write the client throughput timeline (ops per 100 ms) as JSON')
   .option('--json', 'print one JSON report')
   .action(action(demoCommand));

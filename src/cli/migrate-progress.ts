@@ -14,7 +14,7 @@ export class MigrationProgressView {
   private started = false;
   private transferStartMs: number | undefined;
 
-  constructor(enabled: boolean) {
+  constructor(private readonly enabled: boolean) {
     this.bar =
       enabled && process.stderr.isTTY
         ? new cliProgress.SingleBar(
@@ -31,6 +31,9 @@ export class MigrationProgressView {
   }
 
   update(event: MigrateEvent): void {
+    if (this.enabled && event.type === 'prepared' && event.tracker.kind !== null) {
+      process.stderr.write(`destination tracker: ${event.tracker.kind} (${event.tracker.reason})\n`);
+    }
     if (!this.bar || event.type !== 'progress') return;
     const mib = (b: number) => (b / 2 ** 20).toFixed(0);
     // The rate counts from the first progress of the transfer, not from the request (PREPARE).

@@ -54,7 +54,7 @@ function liveRows(report: MigrationReport): [string, string][] {
       : '';
     rows.push([
       'post-copy',
-      `${ms(report.postcopyMs)} START -> COMMIT; ${report.pagesPushed} pages pushed, ${report.pagesFetched} fetched; ${report.demandFaults} faults (${report.tracker} tracker)${latency}`,
+      `${ms(report.postcopyMs)} START -> COMMIT; ${report.pagesPushed} pages pushed, ${report.pagesFetched} fetched; ${report.demandFaults} faults (${report.tracker} tracker${report.trackerReason ? `: ${report.trackerReason}` : ''})${latency}`,
     ]);
   }
   if (report.reconnects > 0) rows.push(['reconnects', `${report.reconnects} (the link broke after START)`]);

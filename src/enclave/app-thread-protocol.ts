@@ -1,8 +1,7 @@
-import type { MessagePort } from 'node:worker_threads';
 import type { AppSnapshot } from '../apps/app.js';
 import type { AppKind } from '../apps/registry.js';
 import type { SharedHeap } from '../heap/secure-heap.js';
-import type { TrackerStats } from '../trackers/tracker.js';
+import type { ThreadBinding } from '../trackers/tracker.js';
 
 /**
  * Messages between the enclave's I/O thread (main) and its application thread (app-worker.ts). Both
@@ -29,8 +28,8 @@ export type AppRequest =
   | { op: 'restore'; snapshot: AppSnapshot }
   /** Dirty pages since the last take, and clear them: one pre-copy epoch, cut at a quiescent point. */
   | { op: 'take-dirty' }
-  /** Start the Access Tracker: misses go to `fetcher`; `state` carries the fetcher's failure flag. */
-  | { op: 'track'; fetcher: MessagePort; state: SharedArrayBuffer }
+  /** Misses on this thread wait for the I/O thread as the tracker's binding says (trackers/attach.ts). */
+  | { op: 'track'; binding: ThreadBinding }
   | { op: 'untrack' }
   /** Source after START: clients go; the state stays, in case an ABORT brings the application back. */
   | { op: 'disconnect' }
@@ -47,7 +46,7 @@ export interface AppResults {
   restore: Record<string, never>;
   'take-dirty': { words: Uint32Array };
   track: Record<string, never>;
-  untrack: { tracker: TrackerStats | null };
+  untrack: Record<string, never>;
   disconnect: Record<string, never>;
   reconnect: Record<string, never>;
   stats: { stats: Record<string, number> };

@@ -1,6 +1,7 @@
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { type Transferable, Worker } from 'node:worker_threads';
 import type { AppSnapshot } from '../apps/app.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
+import type { ThreadBinding } from '../trackers/tracker.js';
 import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from './app-thread-protocol.js';
 
 type Op = AppRequest['op'];
@@ -56,16 +57,21 @@ export class AppThread {
     return (await this.call({ op: 'take-dirty' })).words;
   }
 
-  /** Starts the Access Tracker; returns the fetcher's end of the request port and its state words. */
-  async track(): Promise<{ requests: MessagePort; state: Int32Array }> {
-    const { port1, port2 } = new MessageChannel();
-    const state = new SharedArrayBuffer(4);
-    await this.call({ op: 'track', fetcher: port2, state }, [port2]);
-    return { requests: port1, state: new Int32Array(state) };
+  async track(binding: ThreadBinding, transfer: readonly Transferable[]): Promise<void> {
+    await this.call({ op: 'track', binding }, transfer);
   }
 
-  async untrack(): Promise<AppResults['untrack']> {
-    return this.call({ op: 'untrack' });
+  async untrack(): Promise<void> {
+    await this.call({ op: 'untrack' });
+  }
+
+  /**
+   * Stops the application thread where it stands, without asking it: V8 is told to terminate it
+   * before this returns, so it runs no further JavaScript once it leaves a wait in the kernel.
+   */
+  halt(reason: string): void {
+    this.fail(new Error(`the application was halted: ${reason}`));
+    void this.worker.terminate();
   }
 
   async disconnect(): Promise<void> {
@@ -87,14 +93,14 @@ export class AppThread {
 
   private call<O extends Op>(
     request: Extract<AppRequest, { op: O }>,
-    transfer: MessagePort[] = [],
+    transfer: readonly Transferable[] = [],
   ): Promise<AppResults[O]> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: unknown) => void, reject });
       const call: AppCall = { id, ...request };
-      this.worker.postMessage(call, transfer);
+      this.worker.postMessage(call, [...transfer]);
     });
   }
 

@@ -4,7 +4,7 @@ import { createApp, type MigratableApp } from '../apps/registry.js';
 import { HeapAllocator } from '../heap/allocator.js';
 import { PAGE_SIZE } from '../heap/constants.js';
 import { SecureHeap } from '../heap/secure-heap.js';
-import { AccessTracker } from '../trackers/access-tracker.js';
+import { attachTracker } from '../trackers/attach.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from './app-thread-protocol.js';
@@ -19,7 +19,7 @@ const data = workerData as AppWorkerData;
 const log = pino({ base: data.logBase }, pino.destination(2));
 const heap = SecureHeap.fromShared(data.heap);
 let allocator: HeapAllocator | undefined;
-let tracker: AccessTracker | undefined;
+let detachTracker: (() => void) | undefined;
 /** Whether the application port is bound (disconnect releases it; reconnect binds it again). */
 let listening = false;
 
@@ -71,14 +71,12 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       return { words };
     }
     case 'track':
-      tracker = new AccessTracker(heap, request.fetcher, new Int32Array(request.state));
-      tracker.attach();
+      detachTracker = attachTracker(heap, request.binding);
       return {};
-    case 'untrack': {
-      const figures = tracker?.detach() ?? null;
-      tracker = undefined;
-      return { tracker: figures };
-    }
+    case 'untrack':
+      detachTracker?.();
+      detachTracker = undefined;
+      return {};
     case 'disconnect':
       listening = false;
       await app.disconnect();

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MIGRATION_MODES } from '../migrate/modes.js';
+import { TRACKER_REQUESTS, trackerChoice } from '../trackers/choice.js';
 
 /**
  * Messages between a host daemon and the enclave processes it spawns (Node IPC channel). The host is
@@ -36,7 +37,11 @@ export const hostToEnclave = z.discriminatedUnion('type', [
     policy: z.unknown(),
     role: z.discriminatedUnion('kind', [
       z.strictObject({ kind: z.literal('fresh'), fillBytes: z.number().int().nonnegative() }),
-      z.strictObject({ kind: z.literal('incoming'), ticket: z.string().regex(/^[0-9a-f]{32}$/) }),
+      z.strictObject({
+        kind: z.literal('incoming'),
+        ticket: z.string().regex(/^[0-9a-f]{32}$/),
+        tracker: z.enum([...TRACKER_REQUESTS, 'none']),
+      }),
     ]),
   }),
   z.strictObject({
@@ -89,6 +94,8 @@ export const enclaveToHost = z.discriminatedUnion('type', [
     teeSecure: z.boolean(),
     appPort: z.number().int(),
     stats: enclaveStats,
+    /** Destination: the tracker its heap was made for, and why. */
+    tracker: trackerChoice.optional(),
   }),
   z.strictObject({ type: z.literal('fatal'), message: z.string() }),
   /**

@@ -8,6 +8,7 @@ import { TokenError, type TokenVerifier } from '../migrate/tokens.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
+import { chooseTracker, missCatcherFor, type TrackerChoice } from '../trackers/choice.js';
 import { AppThread } from './app-thread.js';
 import { setUpTee } from './tee-setup.js';
 import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
@@ -79,10 +80,15 @@ export class EnclaveRuntime {
     try {
       ({ tee: this.tee, policy: this.policy } = setUpTee(message, BUNDLE_DIR));
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
-      this.heap = SecureHeap.create(message.config.heapBytes);
+      let tracker: TrackerChoice | undefined;
       if (message.role.kind === 'incoming') {
         // Nothing may read the heap before its pages arrive and START is verified.
-        this.heap.present.clearAll();
+        tracker = chooseTracker(message.role.tracker);
+        this.log.info({ tracker: tracker.kind, reason: tracker.reason }, 'tracker chosen');
+        this.heap = SecureHeap.createIncoming(message.config.heapBytes, missCatcherFor(tracker.kind));
+      } else {
+        // Started here, no page of it can ever be missing: the accessors need no present test.
+        this.heap = SecureHeap.create(message.config.heapBytes, { presentChecks: false });
       }
       this.app = AppThread.start(this.heap, {
         kind: message.config.app,
@@ -104,6 +110,7 @@ export class EnclaveRuntime {
         teeSecure: this.tee.secure,
         appPort: message.config.port,
         stats: await this.stats(),
+        ...(tracker ? { tracker } : {}),
       });
     } catch (err) {
       await this.fatal(errorMessage(err));
@@ -192,6 +199,11 @@ export class EnclaveRuntime {
         abortToken: outcome.abortToken,
       }).catch(() => {});
       process.exit(1);
+    }
+    if (outcome.kind === 'incomplete' && outcome.applicationHalted) {
+      return this.fatal(
+        `post-copy failed after resume (${outcome.message}); ${outcome.pagesMissing} pages are lost for good and the Fault Tracker halted the application`,
+      );
     }
     this.state = { kind: 'serving' };
     if (outcome.kind === 'incomplete') {

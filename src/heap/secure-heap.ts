@@ -1,4 +1,5 @@
 import { endianness } from 'node:os';
+import { UffdRegion } from '../native/uffd.js';
 import { PAGE_SIZE, SEGMENT_BYTES, SEGMENT_PAGES } from './constants.js';
 import { HeapSizeError, PageNotPresentError } from './errors.js';
 import { PageBitmap } from './page-bitmap.js';
@@ -30,7 +31,22 @@ export interface SharedHeap {
   segments: SharedArrayBuffer[];
   present: SharedArrayBuffer;
   dirty: SharedArrayBuffer;
+  /**
+   * Whether accessors test the present bit (the Access Tracker's hit path). Off where no page can be
+   * missing (a heap that did not migrate in) or where the kernel catches a missing page (userfaultfd).
+   */
+  presentChecks: boolean;
 }
+
+/**
+ * How a heap that migrates in stops reads of pages that have not arrived:
+ *   present-checks  every accessor tests the present bit (Access Tracker);
+ *   userfaultfd     the memory is a userfaultfd region: a missing page blocks the thread in the kernel
+ *                   until the migration agent installs it (Fault Tracker); accessors test nothing;
+ *   none            nothing: only for a migration that installs every page before the application
+ *                   runs (stop-and-copy, pre-copy); `catchesMisses` is false, and post-copy is refused.
+ */
+export type MissCatcher = 'present-checks' | 'userfaultfd' | 'none';
 
 /**
  * The application's large state: fixed-size pages in SharedArrayBuffer segments, with two bitmaps that
@@ -55,8 +71,14 @@ export class SecureHeap {
   private readonly dirtyWords: Uint32Array;
   private readonly u32: readonly Uint32Array[];
   private readonly f64: readonly Float64Array[];
+  /**
+   * The userfaultfd region under the memory, on the thread that made it, until it is released; and
+   * which of its pages the kernel holds (copy, zeroPage) — not the same as present: a page of a
+   * pre-copy round is held, and after BEGIN may be stale and dropped again.
+   */
+  private faultRegion: { region: UffdRegion; held: PageBitmap } | null = null;
 
-  private constructor(private readonly shared: SharedHeap) {
+  protected constructor(private readonly shared: SharedHeap) {
     const { pageCount } = shared;
     this.pageCount = pageCount;
     this.byteLength = pageCount * PAGE_SIZE;
@@ -69,37 +91,147 @@ export class SecureHeap {
     this.dirtyWords = this.dirty.words;
   }
 
-  /** A zeroed heap of `bytes` rounded up to whole pages, every page present and none dirty. */
-  static create(bytes: number): SecureHeap {
-    if (!(bytes >= MIN_HEAP_BYTES && bytes <= MAX_HEAP_BYTES)) {
-      throw new HeapSizeError(`heap size ${bytes} B is outside the supported range 1 MiB .. 16 GiB`);
-    }
-    const pageCount = Math.ceil(bytes / PAGE_SIZE);
+  /**
+   * A zeroed heap of `bytes` rounded up to whole pages, every page present and none dirty. Without
+   * `presentChecks` (default on) the accessors skip the present test: right for a heap whose pages
+   * can never be missing (an application started here), wrong for anything else.
+   */
+  static create(bytes: number, options: { presentChecks?: boolean } = {}): SecureHeap {
+    const pageCount = pagesFor(bytes);
     const byteLength = pageCount * PAGE_SIZE;
     const segments: SharedArrayBuffer[] = [];
     for (let start = 0; start < byteLength; start += SEGMENT_BYTES) {
       // SharedArrayBuffer memory is committed lazily, so untouched pages cost no RSS.
       segments.push(new SharedArrayBuffer(Math.min(SEGMENT_BYTES, byteLength - start)));
     }
-    const present = PageBitmap.create(pageCount);
-    present.setAll();
-    const dirty = PageBitmap.create(pageCount);
-    return new SecureHeap({
+    const heap = SecureHeap.open(pageCount, segments, options.presentChecks ?? true);
+    heap.present.setAll();
+    return heap;
+  }
+
+  /**
+   * A heap for a migration to arrive in: every page missing, reads of missing pages stopped by
+   * `catcher`. 'userfaultfd' needs the addon and the kernel's permission (native/uffd.ts) and throws
+   * with the reason otherwise.
+   */
+  static createIncoming(bytes: number, catcher: MissCatcher): SecureHeap {
+    const pageCount = pagesFor(bytes);
+    if (catcher !== 'userfaultfd') {
+      const heap = SecureHeap.create(bytes, { presentChecks: catcher === 'present-checks' });
+      heap.present.clearAll();
+      return heap;
+    }
+    const region = UffdRegion.map(pageCount * PAGE_SIZE, { segmentBytes: SEGMENT_BYTES });
+    const heap = SecureHeap.open(pageCount, [...region.segments], false);
+    heap.faultRegion = { region, held: PageBitmap.create(pageCount) };
+    return heap;
+  }
+
+  private static open(pageCount: number, segments: SharedArrayBuffer[], presentChecks: boolean): SecureHeap {
+    const shared: SharedHeap = {
       pageCount,
       segments,
-      present: present.words.buffer as SharedArrayBuffer,
-      dirty: dirty.words.buffer as SharedArrayBuffer,
-    });
+      present: PageBitmap.create(pageCount).words.buffer as SharedArrayBuffer,
+      dirty: PageBitmap.create(pageCount).words.buffer as SharedArrayBuffer,
+      presentChecks,
+    };
+    return SecureHeap.fromShared(shared);
   }
 
   /** The same heap, opened on another thread from `share()`: same memory, same bitmaps. */
   static fromShared(shared: SharedHeap): SecureHeap {
-    return new SecureHeap(shared);
+    return shared.presentChecks ? new SecureHeap(shared) : new HeapWithoutPresentChecks(shared);
   }
 
   /** What fromShared needs, to post to a worker. */
   share(): SharedHeap {
     return this.shared;
+  }
+
+  get presentChecks(): boolean {
+    return this.shared.presentChecks;
+  }
+
+  /** The userfaultfd region under this heap while it catches misses (this thread only), else null. */
+  get userfaultfd(): UffdRegion | null {
+    return this.faultRegion?.region ?? null;
+  }
+
+  /** Whether a read of a missing page is stopped (present checks or userfaultfd). */
+  get catchesMisses(): boolean {
+    return this.shared.presentChecks || this.faultRegion !== null;
+  }
+
+  /**
+   * Migration agent: puts `bytes` (whole pages) into the heap at `first`, within one segment, without
+   * changing the present bits. On a userfaultfd heap, pages the kernel does not hold yet go in with
+   * UFFDIO_COPY (which wakes any thread waiting on them); writing them directly would fault on this
+   * very thread. Pages it holds are overwritten in place (a later pre-copy round's version).
+   */
+  installPages(first: number, bytes: Uint8Array): void {
+    const count = bytes.length / PAGE_SIZE;
+    const target = this.rawPages(first, count);
+    const fault = this.faultRegion;
+    if (!fault || fault.held.allSet(first, count)) {
+      target.set(bytes);
+      return;
+    }
+    for (let page = first; page < first + count;) {
+      const held = fault.held.get(page);
+      let end = page + 1;
+      while (end < first + count && fault.held.get(end) === held) end++;
+      const slice = bytes.subarray((page - first) * PAGE_SIZE, (end - first) * PAGE_SIZE);
+      if (held) this.rawPages(page, end - page).set(slice);
+      else fault.region.copy(page * PAGE_SIZE, slice);
+      page = end;
+    }
+    fault.held.setRange(first, count);
+  }
+
+  /**
+   * Migration agent: whether `installPages` could be skipped by writing straight into
+   * `rawPages(first, count)` (decrypting in place): always, except where the kernel does not hold them.
+   */
+  writableInPlace(first: number, count: number): boolean {
+    return this.faultRegion === null || this.faultRegion.held.allSet(first, count);
+  }
+
+  /**
+   * Fault Tracker: satisfies faults on pages that hold nothing to migrate with zero pages (no round
+   * trip), and marks them present. A page the kernel holds already is left as it is.
+   */
+  installZeroPages(first: number, count: number): void {
+    const fault = this.faultRegion;
+    if (!fault) throw new Error('installZeroPages needs a userfaultfd heap');
+    fault.region.zeroPage(first * PAGE_SIZE, count * PAGE_SIZE);
+    fault.held.setRange(first, count);
+    this.present.publishRange(first, count);
+  }
+
+  /**
+   * Migration agent: the pages set in `pages` stop being present (a pre-copy round's version went
+   * stale); on a userfaultfd heap the kernel drops them too, so that touching one faults again.
+   */
+  dropPages(pages: PageBitmap): void {
+    this.present.andNot(pages);
+    const fault = this.faultRegion;
+    if (!fault) return;
+    const stale = pages.copy();
+    stale.and(fault.held);
+    for (const { first, count } of this.runs(stale)) {
+      fault.region.discard(first * PAGE_SIZE, count * PAGE_SIZE);
+    }
+    fault.held.andNot(stale);
+  }
+
+  /**
+   * Ends userfaultfd handling: from now on the memory is plain memory, and a page the kernel never
+   * got reads as zeros. Right once every page to migrate is here, or when no migration will fill it;
+   * the caller must have stopped any watch on the region. Nothing to do on another heap.
+   */
+  releaseUserfaultfd(): void {
+    this.faultRegion?.region.close();
+    this.faultRegion = null;
   }
 
   readU8(addr: number): number {
@@ -269,6 +401,8 @@ export class SecureHeap {
    */
   wipe(): void {
     this.onMiss = null;
+    // Reading a missing page of a userfaultfd region here would wait for a handler that never comes.
+    this.releaseUserfaultfd();
     const zeros = new Uint8Array(WIPE_BLOCK_BYTES);
     for (const segment of this.segments) {
       for (let offset = 0; offset < segment.length; offset += WIPE_BLOCK_BYTES) {
@@ -314,11 +448,11 @@ export class SecureHeap {
     return this.segments[segment]!.subarray(offset, offset + len);
   }
 
-  private requirePage(page: number): void {
+  protected requirePage(page: number): void {
     if ((this.presentWords[page >>> 5]! & (1 << (page & 31))) === 0) this.miss(page, 1);
   }
 
-  private requirePages(addr: number, len: number): void {
+  protected requirePages(addr: number, len: number): void {
     const first = Math.floor(addr / PAGE_SIZE);
     const count = Math.floor((addr + len - 1) / PAGE_SIZE) - first + 1;
     if (!this.present.allSet(first, count)) this.miss(first, count);
@@ -338,4 +472,22 @@ export class SecureHeap {
     const first = Math.floor(addr / PAGE_SIZE);
     this.dirty.setRange(first, Math.floor((addr + len - 1) / PAGE_SIZE) - first + 1);
   }
+}
+
+/**
+ * A heap whose accessors skip the present test, which the JIT then inlines to nothing: for memory
+ * where no page can be missing, or where the kernel stops a read of one (userfaultfd). Everything else
+ * (bounds, alignment, dirty marking) is SecureHeap's. A thread only ever sees one of the two classes,
+ * so the accessors' call sites stay monomorphic.
+ */
+class HeapWithoutPresentChecks extends SecureHeap {
+  protected override requirePage(): void {}
+  protected override requirePages(): void {}
+}
+
+function pagesFor(bytes: number): number {
+  if (!(bytes >= MIN_HEAP_BYTES && bytes <= MAX_HEAP_BYTES)) {
+    throw new HeapSizeError(`heap size ${bytes} B is outside the supported range 1 MiB .. 16 GiB`);
+  }
+  return Math.ceil(bytes / PAGE_SIZE);
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { APP_KINDS } from '../apps/registry.js';
 import { MIGRATION_MODES } from '../migrate/modes.js';
+import { TRACKER_REQUESTS, type TrackerChoice, trackerChoice } from '../trackers/choice.js';
 import { parseHostPort } from '../util/address.js';
 import { errorMessage } from '../util/errors.js';
 import { normaliseHostUrl } from './client.js';
@@ -61,6 +62,8 @@ export const incomingRequest = z.strictObject({
   app: z.enum(APP_KINDS),
   heapBytes,
   port: appPort,
+  /** What the destination's heap must catch misses with ('none': the mode has no post-copy). */
+  tracker: z.enum([...TRACKER_REQUESTS, 'none']).default('auto'),
 });
 export type IncomingRequest = z.infer<typeof incomingRequest>;
 
@@ -75,6 +78,8 @@ export const migrateRequest = z.strictObject({
   bandwidthBps: z.number().positive().max(1.25e11).optional(),
   /** After START, how long the source keeps dialling a broken link before it stays in doubt. */
   reconnectTimeoutMs: z.number().int().min(0).max(3_600_000).default(60_000),
+  /** Post-copy and hybrid: the destination's tracker ('auto': fault where userfaultfd works). */
+  tracker: z.enum(TRACKER_REQUESTS).default('auto'),
 });
 export type MigrateRequest = z.input<typeof migrateRequest>;
 
@@ -109,6 +114,7 @@ export const incomingReply = z.object({
   ticket,
   dataHost: z.string().min(1).max(255),
   dataPort: appPort,
+  tracker: trackerChoice,
 });
 export type IncomingReply = z.infer<typeof incomingReply>;
 
@@ -129,7 +135,7 @@ export interface HostInfo {
 
 /** Events streamed (NDJSON) by POST /v1/enclaves/:id/migrate. */
 export type MigrateEvent =
-  | { type: 'prepared'; destinationId: string; dataAddress: string }
+  | { type: 'prepared'; destinationId: string; dataAddress: string; tracker: TrackerChoice }
   | {
       type: 'progress';
       phase: string;

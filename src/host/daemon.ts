@@ -4,7 +4,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
 import pino from 'pino';
-import type { EnclaveToHost, SimPlatformIdentity } from '../enclave/ipc.js';
+import type { EnclaveToHost, HostToEnclave, SimPlatformIdentity } from '../enclave/ipc.js';
 import { AttestationPolicy } from '../tee/policy.js';
 import { formatHostPort, type HostPort } from '../util/address.js';
 import { VERSION } from '../version.js';
@@ -223,7 +223,7 @@ export class HostDaemon {
   private spawn(
     id: string,
     fields: Pick<EnclaveRecord, 'name' | 'app' | 'heapBytes' | 'port'>,
-    role: { kind: 'fresh'; fillBytes: number } | { kind: 'incoming'; ticket: string },
+    role: Extract<HostToEnclave, { type: 'init' }>['role'],
   ): EnclaveRecord {
     const child = new EnclaveProcess(path.join(this.options.stateDir, 'logs', `${id}.log`));
     const record: EnclaveRecord = {
@@ -252,6 +252,16 @@ export class HostDaemon {
           expiresAt: Date.now() + INCOMING_OUTCOME_TTL_MS,
         });
       }
+      if (m.type === 'fatal' && record.ticket !== undefined) {
+        // An incoming enclave that failed after it resumed (the Fault Tracker halts the application
+        // when pages are lost for good): its reason, and no ABORT token, for the source that waits.
+        this.incomingOutcomes.set(id, {
+          id,
+          reason: m.message,
+          abortToken: null,
+          expiresAt: Date.now() + INCOMING_OUTCOME_TTL_MS,
+        });
+      }
       if (m.type === 'resumed') {
         // The ticket stays: a source whose link broke after START dials again with it.
         record.state = 'running';
@@ -273,7 +283,7 @@ export class HostDaemon {
     return record;
   }
 
-  private async awaitReady(record: EnclaveRecord): Promise<void> {
+  private async awaitReady(record: EnclaveRecord): Promise<Ready> {
     const ready = await record.process.waitFor(isReady);
     if (ready.type === 'fatal') {
       record.process.kill();
@@ -283,6 +293,7 @@ export class HostDaemon {
     record.measurement = ready.measurement;
     record.tee = ready.tee;
     record.teeSecure = ready.teeSecure;
+    return ready;
   }
 
   private checkPortFree(port: number): void {
@@ -317,10 +328,17 @@ export class HostDaemon {
       throw new HttpError(409, `an enclave with id '${body.id}' already runs here`);
     this.checkPortFree(body.port);
     const ticket = randomBytes(16).toString('hex');
-    const record = this.spawn(body.id, body, { kind: 'incoming', ticket });
-    await this.awaitReady(record);
-    this.log.info({ id: body.id }, 'incoming enclave prepared');
-    return { id: body.id, ticket, dataHost: this.options.bind, dataPort: this.peerPort };
+    const fields = { name: body.name, app: body.app, heapBytes: body.heapBytes, port: body.port };
+    const record = this.spawn(body.id, fields, { kind: 'incoming', ticket, tracker: body.tracker });
+    const { tracker } = await this.awaitReady(record);
+    this.log.info({ id: body.id, tracker }, 'incoming enclave prepared');
+    return {
+      id: body.id,
+      ticket,
+      dataHost: this.options.bind,
+      dataPort: this.peerPort,
+      tracker: tracker ?? { kind: null, reason: 'the enclave did not say' },
+    };
   }
 
   /**

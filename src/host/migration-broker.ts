@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import type { EnclaveToHost } from '../enclave/ipc.js';
+import { hasPostcopy } from '../migrate/modes.js';
 import { parseHostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
@@ -8,6 +9,7 @@ import {
   type IncomingOutcome,
   type IncomingReply,
   incomingReply,
+  type IncomingRequest,
   type MigrateEvent,
   type migrateRequest,
 } from './api-schema.js';
@@ -59,7 +61,8 @@ export async function brokerMigration(
         app: record.app,
         heapBytes: record.heapBytes,
         port: record.port,
-      }),
+        tracker: hasPostcopy(body.mode) ? body.tracker : 'none',
+      } satisfies IncomingRequest),
     );
     if (!reply.success) throw new Error('malformed reply');
     prepared = reply.data;
@@ -72,7 +75,12 @@ export async function brokerMigration(
   const emit = (event: MigrateEvent) => res.write(`${JSON.stringify(event)}\n`);
   const dataHost = dataOverride?.host ?? prepared.dataHost;
   const dataPort = dataOverride?.port ?? prepared.dataPort;
-  emit({ type: 'prepared', destinationId: prepared.id, dataAddress: `${dataHost}:${dataPort}` });
+  emit({
+    type: 'prepared',
+    destinationId: prepared.id,
+    dataAddress: `${dataHost}:${dataPort}`,
+    tracker: prepared.tracker,
+  });
 
   const requestId = randomBytes(8).toString('hex');
   const onMessage = (m: EnclaveToHost) => {
@@ -114,6 +122,7 @@ export async function brokerMigration(
           from: host.controlUrl,
           to: destination.url,
           clientGapMs: null,
+          trackerReason: prepared.tracker.kind === null ? null : prepared.tracker.reason,
         },
       });
     } else if (result.resumed) {
@@ -235,8 +244,14 @@ async function releaseWithAbortToken(
       message: 'the destination resumed and holds the application; the source stays paused',
     };
   }
-  if (outcome?.abortToken == null) {
+  if (outcome === null) {
     return { serving: false, message: 'no ABORT token came from the destination; the source stays paused' };
+  }
+  if (outcome.abortToken === null) {
+    return {
+      serving: false,
+      message: `the destination gave no ABORT token (${outcome.reason}); the source stays paused`,
+    };
   }
   try {
     const resumed = await resumeInDoubt(record, outcome.abortToken);

@@ -1,5 +1,4 @@
 import type net from 'node:net';
-import type { MessagePort } from 'node:worker_threads';
 import { setImmediate as yieldToEvents } from 'node:timers/promises';
 import { z } from 'zod';
 import type { AppSnapshot } from '../apps/app.js';
@@ -12,7 +11,8 @@ import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
-import { FETCH_FAILED, type FetchRequest, type TrackerStats } from '../trackers/tracker.js';
+import type { Tracker, TrackerStats } from '../trackers/tracker.js';
+import { trackerFor } from '../trackers/tracker-for.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
@@ -47,9 +47,10 @@ export type DestinationOutcome =
   | { kind: 'resumed'; resumedAtMs: number; pagesInstalled: number; commitDelivered: boolean }
   /**
    * Post-copy failed after the application resumed here: pages are missing for good (the source or
-   * the network is gone). The application cannot be completed; accesses to missing pages fail.
+   * the network is gone). The application cannot be completed: with the Access Tracker accesses to
+   * missing pages fail; the Fault Tracker halted the application (`applicationHalted`).
    */
-  | { kind: 'incomplete'; message: string; pagesMissing: number }
+  | { kind: 'incomplete'; message: string; pagesMissing: number; applicationHalted: boolean }
   /**
    * Never resumed and never will. `abortToken` (null if the handshake did not finish) lets a source
    * that already sent START serve again; it was sent on the channel, and the runtime also hands it
@@ -98,6 +99,7 @@ export class IncomingMigration {
   /** Set at START: the pages to migrate. */
   private allocated: PageBitmap | undefined;
   private fetcher: Fetcher | undefined;
+  private tracker: Tracker | undefined;
   private commit: ControlOf<'commit'> | undefined;
   /** After COMMIT, a reconnecting source is answered until then. */
   private lingerUntil = Infinity;
@@ -193,14 +195,22 @@ export class IncomingMigration {
 
       const prefault = openControl(await channel.next(), opener);
       if (prefault.t !== 'prefault') throw new ProtocolError(`expected PREFAULT, got '${prefault.t}'`);
+      if (hasPostcopy(prefault.mode) && !heap.catchesMisses) {
+        throw new ProtocolError(
+          `${prefault.mode} needs a tracker; this destination was prepared without one`,
+        );
+      }
+      // Every page arrives before the application runs: nothing to catch, and pages decrypt in place.
+      if (!hasPostcopy(prefault.mode)) heap.releaseUserfaultfd();
       const pages = prefaultPages(heap, decodeBitmap(prefault.allocated, heap.pageCount));
       await sendControl(channel, sealer, { t: 'prefaulted', pages });
       this.phase = 'receiving';
 
       const digest = prefault.verify ? new PageSetDigest(heap.pageCount) : null;
-      const installer = new PageInstaller(heap, digest, (first, count) =>
-        heap.present.publishRange(first, count),
-      );
+      const installer = new PageInstaller(heap, digest, (first, count) => {
+        heap.present.publishRange(first, count);
+        this.tracker?.installed(first, count);
+      });
       let policy: InstallPolicy = { kind: 'rounds' };
       let begin: ControlOf<'begin'> | undefined;
       let allocated: PageBitmap | undefined;
@@ -252,10 +262,19 @@ export class IncomingMigration {
       let receiving: Promise<void> | undefined;
       if (postcopy) {
         policy = { kind: 'live', epoch: begin!.epoch, allocated: allocated! };
-        this.fetcher = new Fetcher(heap, await this.deps.app.track(), this.channels.urgent!);
+        const fetcher = new Fetcher(heap, this.channels.urgent!);
+        this.fetcher = fetcher;
+        this.tracker = trackerFor(heap, {
+          allocated: allocated!,
+          demand: (first, count) => fetcher.request(first, count),
+          haltApplication: () =>
+            this.deps.app.halt('pages cannot be restored: the migration failed before they arrived'),
+        });
+        const { binding, transfer } = this.tracker.bindThread();
+        await this.deps.app.track(binding, transfer);
         receiving = this.receiveUntilComplete(installer, policy, allocated!);
-        // A failure wakes the application thread, whose access then fails instead of waiting for ever.
-        receiving.catch(() => this.fetcher!.fail());
+        // No waiting access may hang, or go on as if its page had come.
+        receiving.catch(() => this.tracker!.fail());
       }
       await this.deps.app.restore(parseSnapshot(start.snapshot));
       // From here on this side serves: it must never mint an ABORT token again.
@@ -278,10 +297,15 @@ export class IncomingMigration {
           this.channels.bulk?.channel.destroy();
           this.channels.urgent?.channel.destroy();
           const left = allocated!.count() - countPresent(heap, allocated!);
-          return { kind: 'incomplete', message: errorMessage(err), pagesMissing: left };
+          return {
+            kind: 'incomplete',
+            message: errorMessage(err),
+            pagesMissing: left,
+            applicationHalted: this.tracker!.kind === 'fault',
+          };
         }
-        this.fetcher!.close();
-        faults = summarise((await this.deps.app.untrack()).tracker);
+        faults = summarise(this.tracker!.finish());
+        await this.deps.app.untrack();
       }
 
       const ownDigest = digest?.hex() ?? null;
@@ -317,6 +341,8 @@ export class IncomingMigration {
     } catch (err) {
       const message = errorMessage(err);
       this.lingerUntil = 0;
+      // An application thread may wait on a page (restoring faults): it must neither hang nor go on.
+      this.tracker?.fail();
       // Once the application may have served here, the source must never be released.
       const abortToken = this.phase === 'resumed' ? null : (minter?.abort() ?? null);
       if (sealer && abortToken) {
@@ -412,8 +438,9 @@ export class IncomingMigration {
     if (!current.isSubsetOf(allocated) || !current.isSubsetOf(heap.present)) {
       throw new ProtocolError('BEGIN names pages as current that this destination does not hold');
     }
-    heap.present.clearAll();
-    heap.present.or(current);
+    const stale = heap.present.copy();
+    stale.andNot(current);
+    heap.dropPages(stale);
     digest?.retainOnly(current);
     return allocated;
   }
@@ -426,19 +453,21 @@ function countPresent(heap: SecureHeap, pages: PageBitmap): number {
 }
 
 /**
- * Serves the application thread's misses: each request goes to the source on the urgent channel,
- * once per page until it arrives; the installer's publish wakes the waiting thread.
+ * Serves the tracker's demands: each goes to the source on the urgent channel, once per page until
+ * it arrives; installing the page wakes the waiting thread.
  */
 class Fetcher {
   private readonly requested: PageBitmap;
 
   constructor(
     private readonly heap: SecureHeap,
-    private readonly tracking: { requests: MessagePort; state: Int32Array },
     private urgent: Channel,
   ) {
     this.requested = PageBitmap.create(heap.pageCount);
-    tracking.requests.on('message', ([first, count]: FetchRequest) => this.request(first, count, false));
+  }
+
+  request(first: number, count: number): void {
+    this.send(first, count, false);
   }
 
   /** A new urgent channel: what was asked for and has not arrived may have been lost; ask again. */
@@ -448,21 +477,10 @@ class Fetcher {
     outstanding.andNot(this.heap.present);
     this.requested.clearAll();
     for (const { first, count } of this.heap.runs(outstanding, MAX_FETCH_PAGES))
-      this.request(first, count, true);
+      this.send(first, count, true);
   }
 
-  /** Pages will never come: wake every waiter so that its access fails instead of hanging. */
-  fail(): void {
-    Atomics.store(this.tracking.state, FETCH_FAILED, 1);
-    this.heap.present.wakeAll();
-    this.close();
-  }
-
-  close(): void {
-    this.tracking.requests.close();
-  }
-
-  private request(first: number, count: number, again: boolean): void {
+  private send(first: number, count: number, again: boolean): void {
     const { heap } = this;
     const end = Math.min(first + count, heap.pageCount);
     for (let page = first; page < end;) {
@@ -539,9 +557,12 @@ const snapshotSchema = z.record(z.string(), z.union([z.string(), z.number(), z.b
 
 /**
  * Writes one byte into each page the source announced, so the kernel backs them now rather than
- * during the blackout or a fault. The pages are not present: nothing reads them until they are installed.
+ * during the blackout or a fault. The pages are not present: nothing reads them until they are
+ * installed. Not on a userfaultfd heap: a touch there would fault on this thread, and UFFDIO_COPY
+ * allocates each page as it installs it anyway.
  */
 function prefaultPages(heap: SecureHeap, allocated: PageBitmap): number {
+  if (heap.userfaultfd) return 0;
   let pages = 0;
   for (const { first, count } of extentsOf(allocated, heap, SEGMENT_PAGES)) {
     const view = heap.rawPages(first, count);

@@ -1,6 +1,6 @@
-import type { MessagePort } from 'node:worker_threads';
+import type { Transferable } from 'node:worker_threads';
 import type { AppSnapshot } from '../apps/app.js';
-import type { TrackerStats } from '../trackers/tracker.js';
+import type { ThreadBinding } from '../trackers/tracker.js';
 
 /**
  * What the migration agent, on the enclave's I/O thread, asks of the application thread
@@ -14,9 +14,11 @@ export interface MigratingApp {
   restore(snapshot: AppSnapshot): Promise<void>;
   /** Pages written since the last call (bitmap words), cleared on the application thread. */
   takeDirty(): Promise<Uint32Array>;
-  /** Starts the Access Tracker; the agent serves the requests that arrive on `requests`. */
-  track(): Promise<{ requests: MessagePort; state: Int32Array }>;
-  untrack(): Promise<{ tracker: TrackerStats | null }>;
+  /** Binds the application thread to the tracker (Tracker.bindThread). */
+  track(binding: ThreadBinding, transfer: readonly Transferable[]): Promise<void>;
+  untrack(): Promise<void>;
+  /** Stops the application thread at once (the Fault Tracker's way out when pages are lost). */
+  halt(reason: string): void;
   /** Clients leave (START is out); the state stays. */
   disconnect(): Promise<void>;
   /** Binds the port again after disconnect (an ABORT after START brought the application back). */

@@ -23,13 +23,16 @@ export type InstallPolicy =
 
 /**
  * Verifies, decrypts and installs page frames into the heap (present bits, digest). Decryption goes
- * straight into the heap when every page of the frame is missing; a frame that is partly a duplicate
- * is decrypted aside and only its missing pages are copied.
+ * straight into the heap when every page of the frame is missing and the memory allows it; on a
+ * userfaultfd heap it goes to a scratch buffer, from which UFFDIO_COPY installs the pages
+ * (SecureHeap.installPages). A frame that is partly a duplicate is decrypted aside and only its
+ * missing pages are installed.
  */
 export class PageInstaller {
   /** Pages installed under the current policy. */
   installed = 0;
   private lastRoundEpoch = 0;
+  private scratch = new Uint8Array(0);
 
   constructor(
     private readonly heap: SecureHeap,
@@ -67,9 +70,10 @@ export class PageInstaller {
     let installed = 0;
     for (let page = first; page < first + count; page++) {
       if (heap.present.get(page)) continue;
-      const target = heap.rawPages(page, 1);
-      target.set(plaintext.subarray((page - first) * PAGE_SIZE, (page - first + 1) * PAGE_SIZE));
-      this.digest?.add(page, 1, target);
+      const bytes = plaintext.subarray((page - first) * PAGE_SIZE, (page - first + 1) * PAGE_SIZE);
+      // The digest takes the bytes before they go in: once installed, the application may change them.
+      this.digest?.add(page, 1, bytes);
+      heap.installPages(page, bytes);
       this.publish(page, 1);
       installed++;
     }
@@ -78,10 +82,23 @@ export class PageInstaller {
   }
 
   private installAll(frame: Frame, opener: Opener, first: number, count: number): number {
-    const target = this.heap.rawPages(first, count);
-    opener.open(frame, target);
-    // Read back from the heap, so a page installed at the wrong place changes the digest.
-    this.digest?.add(first, count, target);
+    const { heap } = this;
+    if (heap.writableInPlace(first, count)) {
+      const target = heap.rawPages(first, count);
+      opener.open(frame, target);
+      // Read back from the heap (nothing else sees these pages before publish), so a page installed
+      // at the wrong place changes the digest.
+      this.digest?.add(first, count, target);
+    } else {
+      // A userfaultfd heap: UFFDIO_COPY makes the pages visible to the application at once, so the
+      // digest takes them on the way in.
+      const bytes = count * PAGE_SIZE;
+      if (this.scratch.length < bytes) this.scratch = new Uint8Array(bytes);
+      const plaintext = this.scratch.subarray(0, bytes);
+      opener.open(frame, plaintext);
+      this.digest?.add(first, count, plaintext);
+      heap.installPages(first, plaintext);
+    }
     this.publish(first, count);
     this.installed += count;
     return count;

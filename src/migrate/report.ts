@@ -48,12 +48,20 @@ export interface MigrationReport {
   precopyStop: 'budget' | 'not-shrinking' | 'max-rounds' | null;
   /** Bytes the application wrote per second during the pre-copy rounds, in MB/s; null without pre-copy. */
   dirtyRateMBps: number | null;
-  /** Post-copy: accesses that found a page missing at the destination and waited for it. */
+  /**
+   * Post-copy: waits for a missing page the destination's tracker saw (a miss posted by an accessor,
+   * or a page fault read from the kernel).
+   */
   demandFaults: number;
-  /** Post-copy: from a miss to the page being usable, in microseconds; null without post-copy faults. */
+  /**
+   * Post-copy: from the wait reaching the destination's I/O thread to its pages being installed, in
+   * microseconds; null without post-copy faults (trackers/tracker.ts, TrackerStats).
+   */
   faultLatencyUs: { p50: number; p99: number; max: number } | null;
   /** Which tracker caught the misses (null without post-copy). */
   tracker: string | null;
+  /** Why the destination uses that tracker (its host's word, for the operator); null without post-copy. */
+  trackerReason: string | null;
   /** Post-copy: START sent -> COMMIT received; null without post-copy. */
   postcopyMs: number | null;
   /** Pages sent after the blackout because they were demanded (post-copy), and pushed in the background. */

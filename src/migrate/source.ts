@@ -85,7 +85,10 @@ export class AbortRelay {
 }
 
 /** What the enclave knows; the host adds where it went (enclaveId, from, to) and the demo the client gap. */
-export type EnclaveReport = Omit<MigrationReport, 'enclaveId' | 'from' | 'to' | 'clientGapMs'>;
+export type EnclaveReport = Omit<
+  MigrationReport,
+  'enclaveId' | 'from' | 'to' | 'clientGapMs' | 'trackerReason'
+>;
 
 /**
  * Source phases. Before START the application may always serve again; after START only an explicit

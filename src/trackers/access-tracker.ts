@@ -1,67 +1,66 @@
-import type { MessagePort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { SecureHeap } from '../heap/secure-heap.js';
+import { DemandLatency } from './demand-latency.js';
 import {
+  type DemandHandler,
   FETCH_FAILED,
   type FetchRequest,
-  PageLostError,
+  type ThreadBinding,
   type Tracker,
   type TrackerStats,
 } from './tracker.js';
 
-/** Fault latencies kept per migration; beyond this the count still grows but no sample is kept. */
-const MAX_SAMPLES = 1_000_000;
-/** Wait slices: short enough to notice a failed fetcher, long enough to cost nothing while waiting. */
-const WAIT_SLICE_MS = 200;
-
 /**
- * The Access Tracker: every SecureHeap accessor already tests the present bitmap inline; on a miss
- * it lands here, posts the missing range to the fetcher and blocks in Atomics.wait until the fetcher
- * has installed the pages and set their bits (PageBitmap.publishRange wakes it). The hit path costs
- * one load, mask and branch per access; nothing of this class runs on a hit.
+ * The Access Tracker, I/O-thread half: every SecureHeap accessor tests the present bit inline, and on
+ * a miss the application thread (AccessMissHandler, access-miss-handler.ts) posts the missing range
+ * here and blocks in Atomics.wait until PageBitmap.publishRange sets the bits. Giving up sets
+ * FETCH_FAILED and wakes every waiter, whose access then throws PageLostError.
  */
 export class AccessTracker implements Tracker {
   readonly kind = 'access' as const;
-  private faults = 0;
-  private readonly latenciesUs: number[] = [];
+  private readonly state = new Int32Array(new SharedArrayBuffer(4));
+  private readonly ports: MessagePort[] = [];
+  private readonly latency: DemandLatency;
 
   constructor(
     private readonly heap: SecureHeap,
-    private readonly fetcher: MessagePort,
-    /** Shared with the fetcher: FETCH_FAILED becomes non-zero when pages will never arrive. */
-    private readonly state: Int32Array,
-  ) {}
-
-  attach(): void {
-    this.heap.onMiss = (first, count) => this.fetch(first, count);
+    private readonly demand: DemandHandler,
+  ) {
+    if (!heap.presentChecks) throw new Error('the Access Tracker needs a heap with present checks');
+    this.latency = new DemandLatency(this.kind, heap.present);
   }
 
-  detach(): TrackerStats {
-    this.heap.onMiss = null;
-    this.fetcher.close();
-    return this.stats();
+  bindThread(): { binding: ThreadBinding; transfer: MessagePort[] } {
+    const { port1, port2 } = new MessageChannel();
+    port1.on('message', ([first, count]: FetchRequest) => {
+      this.latency.demanded(first, count);
+      this.demand(first, count);
+    });
+    this.ports.push(port1);
+    const binding: ThreadBinding = {
+      kind: 'access',
+      requests: port2,
+      state: this.state.buffer as SharedArrayBuffer,
+    };
+    return { binding, transfer: [port2] };
   }
 
-  stats(): TrackerStats {
-    return { kind: this.kind, faults: this.faults, latenciesUs: [...this.latenciesUs] };
+  installed(first: number, count: number): void {
+    this.latency.installed(first, count);
   }
 
-  private fetch(first: number, count: number): void {
-    const started = process.hrtime.bigint();
-    const { present } = this.heap;
-    // Once the fetcher gave up, a miss fails at once rather than after a wait slice per access.
-    if (Atomics.load(this.state, FETCH_FAILED) !== 0) {
-      throw new PageLostError(this.heap.present.firstClear(first, count));
-    }
-    const request: FetchRequest = [first, count];
-    this.fetcher.postMessage(request);
-    for (let page = first; page < first + count; page++) {
-      while (!present.waitUntilSet(page, WAIT_SLICE_MS)) {
-        if (Atomics.load(this.state, FETCH_FAILED) !== 0) throw new PageLostError(page);
-      }
-    }
-    this.faults++;
-    if (this.latenciesUs.length < MAX_SAMPLES) {
-      this.latenciesUs.push(Number(process.hrtime.bigint() - started) / 1000);
-    }
+  fail(): void {
+    Atomics.store(this.state, FETCH_FAILED, 1);
+    this.heap.present.wakeAll();
+    this.closePorts();
+  }
+
+  finish(): TrackerStats {
+    this.closePorts();
+    return this.latency.stats();
+  }
+
+  private closePorts(): void {
+    for (const port of this.ports.splice(0)) port.close();
   }
 }

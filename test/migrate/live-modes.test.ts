@@ -15,6 +15,8 @@ import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';
 import type { MigrationMode } from '../../src/migrate/modes.js';
 import type { MigrationReport } from '../../src/migrate/report.js';
+import { uffdAvailability } from '../../src/native/uffd.js';
+import type { TrackerKind } from '../../src/trackers/tracker.js';
 import type { HostPort } from '../../src/util/address.js';
 import { encodeCommand, type Reply, RespTestClient } from '../helpers/resp-test-client.js';
 
@@ -25,6 +27,9 @@ import { encodeCommand, type Reply, RespTestClient } from '../helpers/resp-test-
  */
 
 const MiB = 2 ** 20;
+const uffd = uffdAvailability();
+/** The Fault Tracker's cases skip, with the reason printed, where the kernel refuses userfaultfd. */
+const noFaultTracker = uffd.ok ? false : `Fault Tracker unavailable: ${uffd.reason}`;
 
 interface Place {
   host: HostDaemon;
@@ -221,10 +226,11 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
     assert.equal(report.pagesPushed, 0);
   }
 
-  function assertPostcopy(report: MigrationReport): void {
+  function assertPostcopy(report: MigrationReport, tracker: TrackerKind): void {
     assert.equal(typeof report.postcopyMs, 'number');
     assert.ok(report.postcopyMs! >= 0);
-    assert.equal(report.tracker, 'access');
+    assert.equal(report.tracker, tracker);
+    assert.ok(report.trackerReason, 'the report says why this tracker');
     if (report.demandFaults > 0) {
       const latency = report.faultLatencyUs;
       assert.ok(latency, 'faults happened, so their latency is reported');
@@ -255,8 +261,8 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
         .catch(() => {});
     });
 
-    async function move(mode: MigrationMode): Promise<MigrationReport> {
-      const m = await migrateUnderLoad(kv, here, there, { mode });
+    async function move(mode: MigrationMode, tracker?: TrackerKind): Promise<MigrationReport> {
+      const m = await migrateUnderLoad(kv, here, there, { mode, ...(tracker ? { tracker } : {}) });
       [here, there] = [there, here];
       assertMoved(m, mode);
       reports.set(mode, m.report);
@@ -272,8 +278,8 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
     });
 
     test('post-copy: verified, no write lost, the post-copy figures, and less downtime than stop-and-copy', async () => {
-      const report = await move('post-copy');
-      assertPostcopy(report);
+      const report = await move('post-copy', 'access');
+      assertPostcopy(report, 'access');
       assert.equal(report.precopyRounds, 0);
       assert.ok(report.demandFaults > 0, 'the restore and the load met pages that had not arrived');
       assert.ok(report.postcopyMs! > 0);
@@ -290,6 +296,17 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
       }
     });
 
+    test(
+      'post-copy with the Fault Tracker: verified, no write lost, faults caught by the kernel',
+      { skip: noFaultTracker },
+      async () => {
+        const report = await move('post-copy', 'fault');
+        assertPostcopy(report, 'fault');
+        assert.ok(report.demandFaults > 0, 'the restore and the load met pages that had not arrived');
+        assert.ok((report.pagesPushed + report.pagesFetched) * PAGE_SIZE >= report.allocatedBytes);
+      },
+    );
+
     test('pre-copy: verified, no write lost, rounds before the blackout', async () => {
       const report = await move('pre-copy');
       assertNoPostcopy(report);
@@ -298,12 +315,18 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
       assert.ok(report.pagesTransferred * PAGE_SIZE >= report.allocatedBytes, 'round 1 sends every page');
     });
 
-    test('hybrid: verified, no write lost, at most two rounds then post-copy', async () => {
-      const report = await move('hybrid');
-      assert.ok(report.precopyRounds >= 1 && report.precopyRounds <= 2, `${report.precopyRounds} rounds`);
-      assert.equal(typeof report.dirtyRateMBps, 'number');
-      assertPostcopy(report);
-    });
+    for (const tracker of ['access', 'fault'] as const) {
+      test(
+        `hybrid (${tracker} tracker): verified, no write lost, at most two rounds then post-copy`,
+        { skip: tracker === 'fault' && noFaultTracker },
+        async () => {
+          const report = await move('hybrid', tracker);
+          assert.ok(report.precopyRounds >= 1 && report.precopyRounds <= 2, `${report.precopyRounds} rounds`);
+          assert.equal(typeof report.dirtyRateMBps, 'number');
+          assertPostcopy(report, tracker);
+        },
+      );
+    }
   });
 
   test('pre-copy under a write load it cannot outrun stops after a bounded number of rounds, verified', async () => {

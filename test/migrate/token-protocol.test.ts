@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import type { MessagePort } from 'node:worker_threads';
 import type { AppSnapshot } from '../../src/apps/app.js';
 import { handshake, type SessionKeys } from '../../src/crypto/handshake.js';
 import { Opener, Sealer } from '../../src/crypto/seal.js';
@@ -56,11 +55,14 @@ class RecordingApp implements MigratingApp {
   takeDirty(): Promise<Uint32Array> {
     return Promise.resolve(new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)));
   }
-  track(): Promise<{ requests: MessagePort; state: Int32Array }> {
+  track(): Promise<void> {
     return Promise.reject(new Error('stop-and-copy does not track'));
   }
-  untrack(): Promise<{ tracker: null }> {
-    return Promise.resolve({ tracker: null });
+  untrack(): Promise<void> {
+    return Promise.resolve();
+  }
+  halt(): void {
+    throw new Error('stop-and-copy never halts the application');
   }
   disconnect(): Promise<void> {
     return Promise.resolve();

@@ -200,7 +200,10 @@ describe('userfaultfd addon', { skip }, () => {
       }
     });
     try {
-      assert.throws(() => region.watch(() => {}), (err: NodeJS.ErrnoException) => err.code === 'EBUSY');
+      assert.throws(
+        () => region.watch(() => {}),
+        (err: NodeJS.ErrnoException) => err.code === 'EBUSY',
+      );
       const worker = spawn(region);
       for (const page of [5, 2]) {
         const answer = await send(worker, { op: 'read', offset: page * PAGE + 100, length: 16 });

@@ -18,6 +18,7 @@ export interface DemoOptions {
   port?: string;
   maxDowntime: string;
   bandwidth?: string;
+  tracker: string;
   timeline?: string;
   json?: boolean;
 }

@@ -1,6 +1,7 @@
 import type { MigrateEvent, MigrateRequest } from '../../host/api-schema.js';
 import type { HostClient } from '../../host/client.js';
 import { isMigrationMode, MIGRATION_MODES } from '../../migrate/modes.js';
+import { TRACKER_REQUESTS, type TrackerRequest } from '../../trackers/choice.js';
 import type { MigrationReport } from '../../migrate/report.js';
 import { parseHostPort } from '../../util/address.js';
 import { UserError } from '../../util/errors.js';
@@ -17,19 +18,26 @@ export interface MigrateOptions extends ClientOptions {
   maxDowntime: string;
   bandwidth?: string;
   reconnectTimeout?: string;
+  tracker: string;
   json?: boolean;
 }
 
-/** --max-downtime and --bandwidth, as the host API takes them. */
+/** --max-downtime, --bandwidth, --reconnect-timeout and --tracker, as the host API takes them. */
 export function liveOptions(options: {
   maxDowntime: string;
   bandwidth?: string;
   reconnectTimeout?: string;
+  tracker: string;
 }): {
   maxDowntimeMs: number;
   bandwidthBps?: number;
   reconnectTimeoutMs?: number;
+  tracker: Exclude<TrackerRequest, 'none'>;
 } {
+  const tracker = TRACKER_REQUESTS.find((t) => t === options.tracker);
+  if (!tracker) {
+    throw new UserError(`unknown tracker '${options.tracker}' (available: ${TRACKER_REQUESTS.join(', ')})`);
+  }
   const maxDowntimeMs = millisecondsOption(options.maxDowntime, '--max-downtime', 1);
   const bandwidthBps =
     options.bandwidth === undefined ? undefined : rateOption(options.bandwidth, '--bandwidth');
@@ -38,6 +46,7 @@ export function liveOptions(options: {
       ? undefined
       : millisecondsOption(options.reconnectTimeout, '--reconnect-timeout', 0);
   return {
+    tracker,
     maxDowntimeMs,
     ...(bandwidthBps === undefined ? {} : { bandwidthBps }),
     ...(reconnectTimeoutMs === undefined ? {} : { reconnectTimeoutMs }),
