@@ -143,6 +143,10 @@ describe('constmig CLI against real host daemons', () => {
     );
     assertOneLineError(await migrate('--bandwidth', '1gbps'), /--bandwidth: ambiguous unit 'gbps'/);
     assertOneLineError(
+      await migrate('--tracker', 'magic'),
+      /unknown tracker 'magic' \(available: auto, fault, access\)/,
+    );
+    assertOneLineError(
       await cli(['run', 'kv', '--host', src, '--heap', 'lots', '--port', '7000'], env),
       /--heap: malformed size 'lots'/,
     );

@@ -156,6 +156,28 @@ describe('stop-and-copy migration between two host daemons', () => {
     await cluster.client(cluster.source).call('DELETE', `/v1/enclaves/${info.id}`);
   });
 
+  test('--tracker fault where the destination cannot use userfaultfd: a clear refusal before anything stops; auto falls back and says why', async () => {
+    const info = await runKv(2 * MiB);
+    // Destination enclaves spawned while this is set find no addon, as on a machine where it did not build.
+    process.env.CONSTMIG_UFFD_ADDON = '/nonexistent/constmig_uffd.node';
+    try {
+      await assert.rejects(
+        migrate(info.id, { to: cluster.destination.controlUrl, mode: 'post-copy', tracker: 'fault' }),
+        /PREPARE on .* failed: .*the Fault Tracker is not available here: the userfaultfd addon is missing at \/nonexistent\/constmig_uffd\.node/,
+      );
+      const [still] = await cluster.client(cluster.source).call<EnclaveInfo[]>('GET', '/v1/enclaves');
+      assert.equal(still?.state, 'running');
+
+      const report = await migrate(info.id, { to: cluster.destination.controlUrl, mode: 'post-copy' });
+      assert.equal(report.verified, true);
+      assert.equal(report.tracker, 'access');
+      assert.match(report.trackerReason ?? '', /the userfaultfd addon is missing/);
+    } finally {
+      delete process.env.CONSTMIG_UFFD_ADDON;
+    }
+    await cluster.client(cluster.destination).call('DELETE', `/v1/enclaves/${info.id}`);
+  });
+
   test('the control API refuses callers without the token', async () => {
     await assert.rejects(
       new HostClient(cluster.source.controlUrl).call('GET', '/v1/enclaves'),
