@@ -134,9 +134,9 @@ const BEGIN = {
 const PREFAULT = { t: 'prefault', allocated: ONE_PAGE, mode: 'stop-and-copy', verify: false } as const;
 const SNAPSHOT = JSON.stringify({ app: 'kv', totalCommands: 7 });
 
+/** A destination prepared as for stop-and-copy: its heap catches no misses (no tracker). */
 async function destinationUnderTest() {
-  const heap = SecureHeap.create(HEAP_BYTES);
-  heap.present.clearAll();
+  const heap = SecureHeap.createIncoming(HEAP_BYTES, 'none');
   const app = new RecordingApp();
   const { client, server, close } = await tcpPair();
   const outcome = migrateIn(
@@ -186,6 +186,19 @@ async function expectAbort(outcome: Promise<DestinationOutcome>, message: RegExp
   assert.ok(abortToken, 'an aborted destination mints an ABORT token');
   return abortToken;
 }
+
+describe('destination: the tracker its host prepared', { timeout: 20_000 }, () => {
+  test('a post-copy PREFAULT to a destination whose heap catches no misses is refused before anything runs', async () => {
+    const d = await destinationUnderTest();
+    try {
+      await d.send({ ...PREFAULT, mode: 'post-copy' });
+      await expectAbort(d.outcome, /post-copy needs a tracker; this destination was prepared without one/);
+      assert.equal(d.app.restored, null, 'the application was never restored');
+    } finally {
+      d.close();
+    }
+  });
+});
 
 describe('destination: START token', { timeout: 20_000 }, () => {
   test('a valid START resumes the application and COMMIT carries a valid token (control)', async () => {
