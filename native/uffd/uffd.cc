@@ -180,6 +180,17 @@ bool ArgRange(const FunctionCallbackInfo<Value>& info, const Region& region, int
   return true;
 }
 
+// The (id, offset, length) arguments of zeroPage, wake and discard: the region, or null with an
+// exception thrown.
+std::shared_ptr<Region> ArgRegionRange(const FunctionCallbackInfo<Value>& info, size_t* offset,
+                                       size_t* length) {
+  std::shared_ptr<Region> region = ArgRegion(info);
+  if (!region || !ArgSize(info, 2, "length", length) || !ArgRange(info, *region, 1, *length, offset)) {
+    return nullptr;
+  }
+  return region;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Opening a userfaultfd: the syscall (root, or vm.unprivileged_userfaultfd=1), then /dev/userfaultfd
 // (its permissions decide), then the syscall with UFFD_USER_MODE_ONLY (faults from user space only: a
@@ -465,11 +476,9 @@ void Copy(const FunctionCallbackInfo<Value>& info) {
 // zeroPage(id, offset, length, dontWake?)
 void ZeroPage(const FunctionCallbackInfo<Value>& info) {
   Isolate* isolate = info.GetIsolate();
-  std::shared_ptr<Region> region = ArgRegion(info);
+  size_t offset, length;
+  std::shared_ptr<Region> region = ArgRegionRange(info, &offset, &length);
   if (!region) return;
-  size_t length, offset;
-  if (!ArgSize(info, 2, "length", &length)) return;
-  if (!ArgRange(info, *region, 1, length, &offset)) return;
   const uint64_t mode =
       info.Length() > 3 && info[3]->BooleanValue(isolate) ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
   uint8_t* dst = region->mapping->base + offset;
@@ -490,11 +499,9 @@ void ZeroPage(const FunctionCallbackInfo<Value>& info) {
 // wake(id, offset, length)
 void Wake(const FunctionCallbackInfo<Value>& info) {
   Isolate* isolate = info.GetIsolate();
-  std::shared_ptr<Region> region = ArgRegion(info);
+  size_t offset, length;
+  std::shared_ptr<Region> region = ArgRegionRange(info, &offset, &length);
   if (!region) return;
-  size_t length, offset;
-  if (!ArgSize(info, 2, "length", &length)) return;
-  if (!ArgRange(info, *region, 1, length, &offset)) return;
   struct uffdio_range range;
   range.start = reinterpret_cast<uintptr_t>(region->mapping->base + offset);
   range.len = length;
@@ -679,11 +686,9 @@ void Unwatch(const FunctionCallbackInfo<Value>& info) {
 
 void Discard(const FunctionCallbackInfo<Value>& info) {
   Isolate* isolate = info.GetIsolate();
-  std::shared_ptr<Region> region = ArgRegion(info);
+  size_t offset, length;
+  std::shared_ptr<Region> region = ArgRegionRange(info, &offset, &length);
   if (!region) return;
-  size_t length, offset;
-  if (!ArgSize(info, 2, "length", &length)) return;
-  if (!ArgRange(info, *region, 1, length, &offset)) return;
   if (madvise(region->mapping->base + offset, length, MADV_DONTNEED) != 0) {
     return ThrowErrno(isolate, errno, "madvise(MADV_DONTNEED)");
   }
