@@ -88,6 +88,12 @@ function load(): UffdLoad {
   }
   const path = addonPath();
   if (!existsSync(path)) {
+    if (process.env.CONSTMIG_UFFD_ADDON) {
+      return {
+        ok: false,
+        reason: `the userfaultfd addon is missing at ${path} (set by CONSTMIG_UFFD_ADDON)`,
+      };
+    }
     const log = join(dirname(dirname(path)), 'native-build.log');
     const hint = existsSync(log)
       ? `the build failed (see ${log})`
