@@ -256,6 +256,7 @@ export class EnclaveRuntime {
 
   private async stop(): Promise<void> {
     this.state = { kind: 'gone' };
+    this.incoming?.migration.abandon();
     await this.app?.close().catch(() => {});
     this.heap?.wipe();
     process.exit(0);

@@ -106,6 +106,15 @@ export class IncomingMigration {
 
   constructor(private readonly deps: DestinationDeps) {}
 
+  /**
+   * The enclave is being stopped while pages may still be missing: every access waiting for one ends
+   * now (the Access Tracker fails it, the Fault Tracker halts the application), so stopping never
+   * waits on a page.
+   */
+  abandon(): void {
+    this.tracker?.fail();
+  }
+
   /** A further connection for this migration (the host routed it here by its ticket). */
   attach(socket: net.Socket): void {
     if (monotonicMs() > this.lingerUntil) {
