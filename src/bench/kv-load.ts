@@ -16,6 +16,8 @@ export interface LoadResult {
   clientGapMs: number;
   /** Successful operations per 100 ms bucket since start (degradation over time). */
   opsPer100ms: number[];
+  /** Start -> stop, on the axis of the buckets (the last bucket is only partly covered). */
+  durationMs: number;
 }
 
 const KEY_SPACE = 1000;
@@ -33,7 +35,14 @@ export class KvLoad {
   /** Last acknowledged value per key, and the value of a write whose reply was lost (either may hold). */
   readonly acked = new Map<string, string>();
   readonly ambiguous = new Map<string, string>();
-  private readonly result: LoadResult = { ops: 0, errors: 0, reconnects: 0, clientGapMs: 0, opsPer100ms: [] };
+  private readonly result: LoadResult = {
+    ops: 0,
+    errors: 0,
+    reconnects: 0,
+    clientGapMs: 0,
+    opsPer100ms: [],
+    durationMs: 0,
+  };
 
   constructor(private readonly endpoints: HostPort[]) {}
 
@@ -47,6 +56,7 @@ export class KvLoad {
   async stop(): Promise<LoadResult> {
     this.running = false;
     await this.stopped;
+    this.result.durationMs = monotonicMs() - this.startedAt;
     this.socket?.destroy();
     return this.result;
   }

@@ -1,11 +1,13 @@
 /**
- * Migration benchmark: every migration mode side by side in one run, on the same data. For each heap
- * size it starts two host daemons (LocalCluster), fills one kv enclave once, and migrates that enclave
- * back and forth between the hosts, the modes interleaved round-robin (each repetition runs every mode
- * once, starting one mode later than the previous repetition) so that drift on a noisy machine hits all
- * modes alike. A client load (KvLoad) runs during every migration, so that pre-copy sees a dirty rate
- * and post-copy demand faults. Prints medians per size x mode and the ratios, and writes every report
- * to bench-results/.
+ * Migration benchmark: every migration mode side by side in one run, on the same data. The modes with
+ * post-copy run once per destination tracker (--trackers), so a variant is a mode, or a mode and a
+ * tracker. For each heap size it starts two host daemons (LocalCluster), fills one kv enclave once,
+ * and migrates that enclave back and forth between the hosts, the variants interleaved round-robin
+ * (each repetition runs every variant once, starting one variant later than the previous repetition)
+ * so that drift on a noisy machine hits all variants alike. A client load (KvLoad) runs during every
+ * migration, so that pre-copy sees a dirty rate and post-copy demand faults, and its throughput before,
+ * during and after post-copy is what the trackers are compared by. Prints medians per size x variant
+ * and the ratios, and writes every report to bench-results/.
  *
  *   npm run bench -- --sizes 256MiB,1GiB,4GiB --modes stop-and-copy,pre-copy,post-copy,hybrid --repeat 3
  */
@@ -21,7 +23,9 @@ import { MigrationProgressView } from '../cli/migrate-progress.js';
 import type { EnclaveInfo } from '../host/api-schema.js';
 import type { HostDaemon } from '../host/daemon.js';
 import type { MigrationReport } from '../migrate/report.js';
-import { isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migrate/modes.js';
+import { hasPostcopy, isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migrate/modes.js';
+import { uffdAvailability } from '../native/uffd.js';
+import { TRACKER_KINDS, type TrackerKind } from '../trackers/tracker.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { formatBytes, parseSize } from '../util/size.js';
@@ -29,20 +33,35 @@ import { VERSION } from '../version.js';
 import { countLostWrites, KvLoad } from './kv-load.js';
 import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from './local-cluster.js';
 import { measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
-import { type FailedRun, type MigrationRun, ratios, renderSummary, summarise } from './summary.js';
+import {
+  clientThroughput,
+  type FailedRun,
+  fixed,
+  type MigrationRun,
+  ratios,
+  renderSummary,
+  summarise,
+  type Variant,
+  variantLabel,
+  variants,
+} from './summary.js';
 
 interface BenchOptions {
   sizes: number[];
   modes: MigrationMode[];
+  trackers: TrackerKind[];
   repeat: number;
   verify: boolean;
   maxDowntimeMs: number;
   out: string;
 }
 
-/** The client load runs this long before the migration is requested, and this long after it is served again. */
+/**
+ * The client load runs this long before the migration is requested, and this long after it is served
+ * again once the report (so COMMIT) is in: about ten whole buckets of throughput after post-copy.
+ */
 const LOAD_BEFORE_MS = 500;
-const LOAD_AFTER_MS = 300;
+const LOAD_AFTER_MS = 1000;
 /** After the report, wait at most this long for the client to be served again at the destination. */
 const LOAD_RECOVERY_MS = 10_000;
 const BINDS = [SOURCE_BIND, DESTINATION_BIND] as const;
@@ -52,7 +71,12 @@ function parseOptions(): BenchOptions {
     .description('all migration modes side by side, same data, per heap size')
     .option('--sizes <list>', 'heap sizes, comma-separated', '256MiB,1GiB,4GiB')
     .option('--modes <list>', 'migration modes, comma-separated', MIGRATION_MODES.join(','))
-    .option('--repeat <n>', 'migrations per size and mode', '3')
+    .option(
+      '--trackers <list>',
+      `destination trackers the modes with post-copy run with, each in turn (${TRACKER_KINDS.join(', ')})`,
+      TRACKER_KINDS.join(','),
+    )
+    .option('--repeat <n>', 'migrations per size and variant', '3')
     .option('--no-verify', 'skip the end-to-end content digest (on by default)')
     .option('--max-downtime <ms>', 'pre-copy and hybrid: the blackout the rounds aim for', '300')
     .option('--out <dir>', 'where to write the raw JSON', 'bench-results')
@@ -60,6 +84,7 @@ function parseOptions(): BenchOptions {
     .opts<{
       sizes: string;
       modes: string;
+      trackers: string;
       repeat: string;
       verify: boolean;
       maxDowntime: string;
@@ -71,6 +96,13 @@ function parseOptions(): BenchOptions {
     if (!isMigrationMode(mode))
       throw new UserError(`--modes: unknown mode '${mode}' (available: ${MIGRATION_MODES.join(', ')})`);
   }
+  const trackers = [...new Set(raw.trackers.split(',').map((t) => t.trim()))];
+  for (const tracker of trackers) {
+    if (!(TRACKER_KINDS as readonly string[]).includes(tracker))
+      throw new UserError(
+        `--trackers: unknown tracker '${tracker}' (available: ${TRACKER_KINDS.join(', ')})`,
+      );
+  }
   const repeat = Number(raw.repeat);
   if (!(Number.isInteger(repeat) && repeat >= 1))
     throw new UserError(`--repeat: '${raw.repeat}' is not 1 or more`);
@@ -80,6 +112,7 @@ function parseOptions(): BenchOptions {
   return {
     sizes,
     modes: modes as MigrationMode[],
+    trackers: trackers as TrackerKind[],
     repeat,
     verify: raw.verify,
     maxDowntimeMs,
@@ -160,7 +193,7 @@ async function migrateOnce(
   hosts: readonly [HostDaemon, HostDaemon],
   from: 0 | 1,
   enclave: EnclaveInfo,
-  mode: MigrationMode,
+  { mode, tracker }: Variant,
   options: BenchOptions,
 ): Promise<MigrateOutcome> {
   const to = (1 - from) as 0 | 1;
@@ -178,7 +211,13 @@ async function migrateOnce(
     report = await requestMigration(
       cluster.client(hosts[from]),
       enclave.id,
-      { to: hosts[to].controlUrl, mode, verify: options.verify, maxDowntimeMs: options.maxDowntimeMs },
+      {
+        to: hosts[to].controlUrl,
+        mode,
+        verify: options.verify,
+        maxDowntimeMs: options.maxDowntimeMs,
+        tracker: tracker ?? undefined,
+      },
       new MigrationProgressView(false),
     );
   } catch (err) {
@@ -195,11 +234,13 @@ async function migrateOnce(
   const loadResult = await load.stop();
   const readBack = await countLostWrites(load, { host: BINDS[to], port: enclave.port });
   report.clientGapMs = loadResult.clientGapMs;
+  const timeline = throughputTimeline(loadResult, requestedAtMs - load.startedAtMs, report);
   return {
     ok: true,
     run: {
       heapBytes: enclave.heapBytes,
       mode,
+      tracker,
       fromHost: from,
       wallMs,
       report,
@@ -212,7 +253,8 @@ async function migrateOnce(
         ackedKeysChecked: readBack.checked,
         lostWrites: readBack.lost,
       },
-      timeline: throughputTimeline(loadResult.opsPer100ms, requestedAtMs - load.startedAtMs, report),
+      timeline,
+      client: clientThroughput(timeline, hasPostcopy(mode)),
     },
   };
 }
@@ -240,15 +282,27 @@ async function locate(cluster: LocalCluster, hosts: readonly [HostDaemon, HostDa
   return null;
 }
 
-/** Each repetition runs every mode once, starting one mode later than the previous repetition. */
-const rotation = (modes: readonly MigrationMode[], repeat: number): MigrationMode[] => {
-  const shift = (repeat - 1) % modes.length;
-  return [...modes.slice(shift), ...modes.slice(0, shift)];
+/** Each repetition runs every variant once, starting one variant later than the previous repetition. */
+const rotation = (all: readonly Variant[], repeat: number): Variant[] => {
+  const shift = (repeat - 1) % all.length;
+  return [...all.slice(shift), ...all.slice(0, shift)];
 };
 
 async function main(): Promise<void> {
   const options = parseOptions();
   const { sizes, modes, repeat } = options;
+  let trackers = options.trackers;
+  let faultSkipped: string | null = null;
+  if (trackers.includes('fault') && modes.some(hasPostcopy)) {
+    const uffd = uffdAvailability();
+    if (!uffd.ok) {
+      faultSkipped = `Fault Tracker runs skipped: ${uffd.reason}`;
+      process.stderr.write(`${faultSkipped}\n`);
+      trackers = trackers.filter((t) => t !== 'fault');
+    }
+  }
+  const measured = variants(modes, trackers);
+  if (measured.length === 0) throw new UserError('nothing to run: no mode has a tracker left to run with');
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
   fs.mkdirSync(options.out, { recursive: true });
@@ -269,7 +323,7 @@ async function main(): Promise<void> {
   const fills: { heapBytes: number; fillMs: number; keys: number; allocatedBytes: number }[] = [];
   const notes: string[] = [];
   const writeRaw = (complete: boolean) => {
-    const cells = summarise(sizes, modes, runs, failures);
+    const cells = summarise(sizes, measured, runs, failures);
     const raw = {
       benchmark: 'migration modes side by side',
       complete,
@@ -277,6 +331,8 @@ async function main(): Promise<void> {
       writtenAt: new Date().toISOString(),
       argv: process.argv.slice(2),
       options,
+      variants: measured,
+      faultSkipped,
       machine: { ...machine, limits, loadAvgNow: os.loadavg() },
       fills,
       medians: cells,
@@ -288,8 +344,8 @@ async function main(): Promise<void> {
     fs.writeFileSync(rawFile, `${JSON.stringify(raw, null, 2)}\n`);
   };
 
-  const total = sizes.length * modes.length * repeat;
-  const eta = new Eta(sizes, modes.length * repeat);
+  const total = sizes.length * measured.length * repeat;
+  const eta = new Eta(sizes, measured.length * repeat);
   const t0 = monotonicMs();
   let index = 0;
   for (const [sizeIndex, heapBytes] of sizes.entries()) {
@@ -322,14 +378,14 @@ async function main(): Promise<void> {
       let at: 0 | 1 = 0;
       let doneAtSize = 0;
       sizeLoop: for (let rep = 1; rep <= repeat; rep++) {
-        for (const mode of rotation(modes, rep)) {
+        for (const variant of rotation(measured, rep)) {
           index++;
           const stepStart = monotonicMs();
-          const outcome = await migrateOnce(cluster, hosts, at, enclave, mode, options);
+          const outcome = await migrateOnce(cluster, hosts, at, enclave, variant, options);
           const stepMs = monotonicMs() - stepStart;
           eta.ran(heapBytes, stepMs);
           doneAtSize++;
-          const head = `[${String(index).padStart(String(total).length)}/${total}] ${formatBytes(heapBytes)} ${mode} rep ${rep}/${repeat} ${BINDS[at]}->${BINDS[1 - at]}:`;
+          const head = `[${String(index).padStart(String(total).length)}/${total}] ${formatBytes(heapBytes)} ${variantLabel(variant)} rep ${rep}/${repeat} ${BINDS[at]}->${BINDS[1 - at]}:`;
           let line: string;
           if (outcome.ok) {
             const { report, load } = outcome.run;
@@ -341,7 +397,9 @@ async function main(): Promise<void> {
             const checks = `${options.verify ? (report.verified ? 'verified' : 'NOT VERIFIED') : 'verify off'}, ${load.lostWrites} lost writes`;
             const { cpuPressureSomePct: cpuWait } = outcome.run.contention;
             const wait = cpuWait === null ? '' : `, CPU wait ${cpuWait.toFixed(0)} %`;
-            line = `${head} downtime ${report.downtimeMs.toFixed(1)} ms, gap ${load.clientGapMs.toFixed(0)} ms, total ${report.totalMs.toFixed(0)} ms${rounds}, ${faults}, ${checks}${wait}`;
+            const { beforeOpsPerSec, duringOpsPerSec, afterOpsPerSec } = outcome.run.client;
+            const client = `client ops/s before ${fixed(beforeOpsPerSec)} during ${fixed(duringOpsPerSec)} after ${fixed(afterOpsPerSec)}`;
+            line = `${head} downtime ${report.downtimeMs.toFixed(1)} ms, gap ${load.clientGapMs.toFixed(0)} ms, total ${report.totalMs.toFixed(0)} ms${rounds}, ${faults}, ${client}, ${checks}${wait}`;
             if ((options.verify && !report.verified) || load.lostWrites > 0) {
               keepLogs = true;
               notes.push(`${head} ${checks}`);
@@ -351,7 +409,7 @@ async function main(): Promise<void> {
             keepLogs = true;
             failures.push({
               heapBytes,
-              mode,
+              ...variant,
               repeat: rep,
               index,
               error: outcome.error,
@@ -364,7 +422,7 @@ async function main(): Promise<void> {
                 `${formatBytes(heapBytes)}: the enclave serves on neither host after a failure; size abandoned`,
               );
               process.stderr.write(`${line}\n  the enclave serves on neither host: abandoning this size\n`);
-              index += modes.length * repeat - doneAtSize;
+              index += measured.length * repeat - doneAtSize;
               writeRaw(false);
               break sizeLoop;
             }
@@ -387,9 +445,10 @@ async function main(): Promise<void> {
   process.stderr.write('measuring this machine (AES-256-GCM, SHA-256, memcpy)…\n');
   limits = measurePhysicalLimits();
   writeRaw(true);
-  const cells = summarise(sizes, modes, runs, failures);
+  const cells = summarise(sizes, measured, runs, failures);
   const summary = [
-    `constmig bench, ${startedAt.toISOString()}: ${sizes.map(formatBytes).join(', ')} x ${modes.join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on`,
+    `constmig bench, ${startedAt.toISOString()}: ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on`,
+    ...(faultSkipped ? [faultSkipped] : []),
     machineLine,
     `this machine, measured after the migrations: AES-256-GCM ${limits.aesGcmMBps.toFixed(0)} MB/s (one core, ${limits.recordBytes / 1024} KiB records), SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s; load average at the end ${os
       .loadavg()
@@ -403,7 +462,7 @@ async function main(): Promise<void> {
           `FAILED migrations: ${failures.length}`,
           ...failures.map(
             (f) =>
-              `  ${formatBytes(f.heapBytes)} ${f.mode} rep ${f.repeat}: ${f.error} (logs: ${f.logsKeptIn})`,
+              `  ${formatBytes(f.heapBytes)} ${variantLabel(f)} rep ${f.repeat}: ${f.error} (logs: ${f.logsKeptIn})`,
           ),
         ]
       : []),

@@ -1,11 +1,75 @@
-import type { MigrationMode } from '../migrate/modes.js';
+import type { ThroughputTimeline } from '../cli/commands/demo.js';
+import { hasPostcopy, type MigrationMode } from '../migrate/modes.js';
 import type { MigrationReport } from '../migrate/report.js';
+import type { TrackerKind } from '../trackers/tracker.js';
 import { formatBytes } from '../util/size.js';
 
-/** What the benchmark keeps of one migration: the whole report plus what the client load saw. */
-export interface MigrationRun {
-  heapBytes: number;
+/** One way to migrate that the benchmark compares: a mode, and the destination's tracker where it has post-copy. */
+export interface Variant {
   mode: MigrationMode;
+  /** null: the mode has no post-copy, so no tracker runs. */
+  tracker: TrackerKind | null;
+}
+
+/** Every mode with post-copy once per tracker, the others once, in the order given. */
+export function variants(modes: readonly MigrationMode[], trackers: readonly TrackerKind[]): Variant[] {
+  return modes.flatMap((mode): Variant[] =>
+    hasPostcopy(mode) ? trackers.map((tracker) => ({ mode, tracker })) : [{ mode, tracker: null }],
+  );
+}
+
+/** 'post-copy/fault', or the mode alone without a tracker. */
+export const variantLabel = (v: Variant): string => (v.tracker ? `${v.mode}/${v.tracker}` : v.mode);
+
+const sameVariant = (a: Variant, b: Variant) => a.mode === b.mode && a.tracker === b.tracker;
+
+/**
+ * The client's successful operations per second in three windows of a run's timeline: `before`, load
+ * start -> blackout; `during` post-copy, resumed -> committed (null without post-copy); `after`,
+ * committed -> load stop. The ratios are during/before and after/before. Only the buckets that lie
+ * wholly inside a window count: a bucket that straddles the blackout or the resume would lend its
+ * rate to the window next to it. A window without a whole bucket (hybrid's post-copy often lasts a
+ * few ms) has no figure.
+ */
+export interface ClientThroughput {
+  beforeOpsPerSec: number | null;
+  duringOpsPerSec: number | null;
+  afterOpsPerSec: number | null;
+  duringVsBefore: number | null;
+  afterVsBefore: number | null;
+}
+
+export function clientThroughput(timeline: ThroughputTimeline, postcopy: boolean): ClientThroughput {
+  const { bucketMs, opsPer100ms, marks } = timeline;
+  const rate = (from: number | null, to: number | null): number | null => {
+    if (from === null || to === null) return null;
+    const first = Math.ceil(from / bucketMs);
+    const end = Math.floor(to / bucketMs);
+    if (end <= first) return null;
+    let ops = 0;
+    // Trailing buckets without a success are absent from opsPer100ms.
+    for (let i = first; i < end; i++) ops += opsPer100ms[i] ?? 0;
+    return (ops * 1000) / ((end - first) * bucketMs);
+  };
+  const before = rate(0, marks.blackout);
+  const during = postcopy ? rate(marks.resumed, marks.committed) : null;
+  const after = rate(marks.committed, timeline.durationMs);
+  return {
+    beforeOpsPerSec: before,
+    duringOpsPerSec: during,
+    afterOpsPerSec: after,
+    duringVsBefore: quotient(during, before),
+    afterVsBefore: quotient(after, before),
+  };
+}
+
+/** a / b, or null when either is missing or b is 0. */
+const quotient = (a: number | null, b: number | null): number | null =>
+  a === null || b === null || b === 0 ? null : a / b;
+
+/** What the benchmark keeps of one migration: the whole report plus what the client load saw. */
+export interface MigrationRun extends Variant {
+  heapBytes: number;
   /** 1-based repetition this run belongs to. */
   repeat: number;
   /** Position of the run in the whole benchmark (1-based), for drift analysis. */
@@ -30,12 +94,12 @@ export interface MigrationRun {
    */
   contention: { loadAvg1: number; cpuPressureSomePct: number | null };
   /** Client operations per 100 ms with the migration's instants on the same axis (DESIGN.md §6 degradation). */
-  timeline: unknown;
+  timeline: ThroughputTimeline;
+  client: ClientThroughput;
 }
 
-export interface FailedRun {
+export interface FailedRun extends Variant {
   heapBytes: number;
-  mode: MigrationMode;
   repeat: number;
   index: number;
   error: string;
@@ -49,10 +113,9 @@ export const median = (values: readonly number[]): number => {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
-/** Medians per heap size x mode; null fields when no run of the cell has the figure. */
-export interface Cell {
+/** Medians per heap size x variant; null fields when no run of the cell has the figure. */
+export interface Cell extends Variant {
   heapBytes: number;
-  mode: MigrationMode;
   runs: number;
   failed: number;
   allocatedBytes: number;
@@ -79,6 +142,8 @@ export interface Cell {
   verifyOff: boolean;
   lostWrites: number;
   cpuPressureSomePct: number | null;
+  /** Medians over the runs of each figure, the ratios included (median of the runs' own ratios). */
+  client: ClientThroughput;
 }
 
 const nullableMedian = (values: (number | null | undefined)[]): number | null => {
@@ -88,21 +153,24 @@ const nullableMedian = (values: (number | null | undefined)[]): number | null =>
 
 export function summarise(
   sizes: readonly number[],
-  modes: readonly MigrationMode[],
+  measured: readonly Variant[],
   runs: readonly MigrationRun[],
   failures: readonly FailedRun[],
 ): Cell[] {
   const cells: Cell[] = [];
   for (const heapBytes of sizes) {
-    for (const mode of modes) {
-      const mine = runs.filter((r) => r.heapBytes === heapBytes && r.mode === mode);
-      const failed = failures.filter((f) => f.heapBytes === heapBytes && f.mode === mode).length;
+    for (const variant of measured) {
+      const mine = runs.filter((r) => r.heapBytes === heapBytes && sameVariant(r, variant));
+      const failed = failures.filter((f) => f.heapBytes === heapBytes && sameVariant(f, variant)).length;
       if (mine.length === 0 && failed === 0) continue;
       const reports = mine.map((r) => r.report);
       const downtimes = reports.map((r) => r.downtimeMs);
+      const clientMedian = (figure: keyof ClientThroughput) =>
+        nullableMedian(mine.map((r) => r.client[figure]));
       cells.push({
         heapBytes,
-        mode,
+        mode: variant.mode,
+        tracker: variant.tracker,
         runs: mine.length,
         failed,
         allocatedBytes: median(reports.map((r) => r.allocatedBytes)),
@@ -131,57 +199,111 @@ export function summarise(
         verifyOff: reports.every((r) => r.sourceDigest === null),
         lostWrites: mine.reduce((sum, r) => sum + r.load.lostWrites, 0),
         cpuPressureSomePct: nullableMedian(mine.map((r) => r.contention.cpuPressureSomePct)),
+        client: {
+          beforeOpsPerSec: clientMedian('beforeOpsPerSec'),
+          duringOpsPerSec: clientMedian('duringOpsPerSec'),
+          afterOpsPerSec: clientMedian('afterOpsPerSec'),
+          duringVsBefore: clientMedian('duringVsBefore'),
+          afterVsBefore: clientMedian('afterVsBefore'),
+        },
       });
     }
   }
   return cells;
 }
 
+export interface VariantRatio extends Variant {
+  heapBytes: number;
+  ratio: number;
+}
+
+/** Fault Tracker median / Access Tracker median at the same heap and mode; null where a side lacks it. */
+export interface FaultVsAccess {
+  heapBytes: number;
+  mode: MigrationMode;
+  downtime: number | null;
+  duringOpsPerSec: number | null;
+  faultP50: number | null;
+}
+
 export interface Ratios {
-  /** Stop-and-copy median downtime / this mode's, at the same heap size (higher: shorter downtime). */
-  vsStopAndCopy: { heapBytes: number; mode: MigrationMode; ratio: number }[];
-  /** This mode's median downtime at a size / at the smallest size measured (1: flat). */
-  vsSmallest: { heapBytes: number; mode: MigrationMode; ratio: number }[];
+  /** Stop-and-copy median downtime / this variant's, at the same heap size (higher: shorter downtime). */
+  vsStopAndCopy: VariantRatio[];
+  /** This variant's median downtime at a size / at the smallest size measured (1: flat). */
+  vsSmallest: VariantRatio[];
+  faultVsAccess: FaultVsAccess[];
 }
 
 export function ratios(cells: readonly Cell[], sizes: readonly number[]): Ratios {
-  const cell = (heapBytes: number, mode: MigrationMode) =>
-    cells.find((c) => c.heapBytes === heapBytes && c.mode === mode && c.runs > 0);
-  const result: Ratios = { vsStopAndCopy: [], vsSmallest: [] };
+  const cell = (heapBytes: number, variant: Variant) =>
+    cells.find((c) => c.heapBytes === heapBytes && sameVariant(c, variant) && c.runs > 0);
+  const result: Ratios = { vsStopAndCopy: [], vsSmallest: [], faultVsAccess: [] };
   for (const c of cells) {
     if (c.runs === 0) continue;
-    const sc = cell(c.heapBytes, 'stop-and-copy');
+    const variant = { mode: c.mode, tracker: c.tracker };
+    const sc = cell(c.heapBytes, { mode: 'stop-and-copy', tracker: null });
     if (sc && c.mode !== 'stop-and-copy')
-      result.vsStopAndCopy.push({
-        heapBytes: c.heapBytes,
-        mode: c.mode,
-        ratio: sc.downtimeMs / c.downtimeMs,
-      });
-    const smallest = sizes.map((s) => cell(s, c.mode)).find((x) => x !== undefined);
+      result.vsStopAndCopy.push({ heapBytes: c.heapBytes, ...variant, ratio: sc.downtimeMs / c.downtimeMs });
+    const smallest = sizes.map((s) => cell(s, variant)).find((x) => x !== undefined);
     if (smallest && smallest.heapBytes !== c.heapBytes)
       result.vsSmallest.push({
         heapBytes: c.heapBytes,
-        mode: c.mode,
+        ...variant,
         ratio: c.downtimeMs / smallest.downtimeMs,
+      });
+    const access = c.tracker === 'fault' ? cell(c.heapBytes, { mode: c.mode, tracker: 'access' }) : undefined;
+    if (access)
+      result.faultVsAccess.push({
+        heapBytes: c.heapBytes,
+        mode: c.mode,
+        downtime: quotient(c.downtimeMs, access.downtimeMs),
+        duringOpsPerSec: quotient(c.client.duringOpsPerSec, access.client.duringOpsPerSec),
+        faultP50: quotient(c.faultP50Us, access.faultP50Us),
       });
   }
   return result;
 }
 
-const fixed = (v: number | null, digits = 0) => (v === null || Number.isNaN(v) ? '-' : v.toFixed(digits));
+/** A figure for a table or a progress line; '-' when there is none. */
+export const fixed = (v: number | null, digits = 0) =>
+  v === null || Number.isNaN(v) ? '-' : v.toFixed(digits);
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 
-function table(header: string[], rows: string[][]): string[] {
+/** Columns before `leftColumns` are names (left-aligned), the rest figures (right-aligned). */
+function table(header: string[], rows: string[][], leftColumns = 2): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) =>
-    r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    r.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [line(header), ...rows.map(line)];
 }
 
-/** The two median tables (timing, then mechanics), the ratios and the issue 4 criteria, as text. */
+/** A title and one line per heap size with its variants' ratios; nothing when there are none. */
+function ratioLines(
+  title: string,
+  entries: readonly VariantRatio[],
+  sizes: readonly number[],
+  format: (ratio: number) => string,
+): string[] {
+  if (entries.length === 0) return [];
+  const lines = [title];
+  for (const size of sizes) {
+    const mine = entries.filter((x) => x.heapBytes === size);
+    if (mine.length) {
+      lines.push(
+        `  ${formatBytes(size).padEnd(9)} ${mine.map((x) => `${variantLabel(x)} ${format(x.ratio)}`).join(', ')}`,
+      );
+    }
+  }
+  return lines;
+}
+
+/**
+ * The two median tables (timing, then mechanics), the ratios, the issue 4 criteria and the post-copy
+ * table by tracker with the fault/access ratios, as text.
+ */
 export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly number[]): string {
   const lines: string[] = [];
-  const scOf = (c: Cell) => r.vsStopAndCopy.find((x) => x.heapBytes === c.heapBytes && x.mode === c.mode);
+  const scOf = (c: Cell) => r.vsStopAndCopy.find((x) => x.heapBytes === c.heapBytes && sameVariant(x, c));
   lines.push(
     'Timing (medians over the runs; downtime = source stops serving -> destination serves; CPU wait = share of',
     'the migration in which some task on this machine waited for a CPU, /proc/pressure/cpu):',
@@ -200,7 +322,7 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
       ],
       cells.map((c) => [
         formatBytes(c.heapBytes),
-        c.mode,
+        variantLabel(c),
         `${c.runs}${c.failed ? ` (+${c.failed} FAILED)` : ''}`,
         fixed(c.downtimeMs, 1),
         c.runs ? `${c.downtimeMinMs.toFixed(0)}-${c.downtimeMaxMs.toFixed(0)}` : '-',
@@ -234,7 +356,7 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
       ],
       cells.map((c) => [
         formatBytes(c.heapBytes),
-        c.mode,
+        variantLabel(c),
         formatBytes(c.allocatedBytes),
         fixed(c.precopyRounds),
         fixed(c.dirtyRateMBps, 2),
@@ -251,44 +373,97 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
         String(c.lostWrites),
       ]),
     ),
-    '',
-    'Downtime vs stop-and-copy at the same heap (S&C median / mode median; higher = shorter downtime):',
   );
-  for (const size of sizes) {
-    const mine = r.vsStopAndCopy.filter((x) => x.heapBytes === size);
-    if (mine.length) {
-      lines.push(
-        `  ${formatBytes(size).padEnd(9)} ${mine.map((x) => `${x.mode} ${x.ratio.toFixed(1)}x`).join(', ')}`,
-      );
-    }
-  }
-  lines.push(
-    'Downtime at each heap vs the smallest heap measured (mode median / its median there; 1 = flat):',
-  );
-  for (const size of sizes) {
-    const mine = r.vsSmallest.filter((x) => x.heapBytes === size);
-    if (mine.length) {
-      lines.push(
-        `  ${formatBytes(size).padEnd(9)} ${mine.map((x) => `${x.mode} ${x.ratio.toFixed(2)}`).join(', ')}`,
-      );
-    }
-  }
   const small = sizes[0]!;
   const large = sizes[sizes.length - 1]!;
-  const pcGrowth = r.vsSmallest.find((x) => x.mode === 'post-copy' && x.heapBytes === large);
-  const pcVsSc = r.vsStopAndCopy.find((x) => x.mode === 'post-copy' && x.heapBytes === large);
-  if (pcGrowth || pcVsSc) {
-    lines.push('Issue 4 criteria (reported, not asserted):');
-    if (pcGrowth) {
-      lines.push(
-        `  post-copy downtime ${formatBytes(large)} / ${formatBytes(small)} = ${pcGrowth.ratio.toFixed(2)} (wanted <= 2): ${pcGrowth.ratio <= 2 ? 'met' : 'NOT met'}`,
+  const criteria: string[] = [];
+  for (const c of cells.filter((x) => x.mode === 'post-copy' && x.heapBytes === large)) {
+    const growth = r.vsSmallest.find((x) => x.heapBytes === large && sameVariant(x, c));
+    const vsSc = r.vsStopAndCopy.find((x) => x.heapBytes === large && sameVariant(x, c));
+    if (growth) {
+      criteria.push(
+        `  ${variantLabel(c)} downtime ${formatBytes(large)} / ${formatBytes(small)} = ${growth.ratio.toFixed(2)} (wanted <= 2): ${growth.ratio <= 2 ? 'met' : 'NOT met'}`,
       );
     }
-    if (pcVsSc) {
-      lines.push(
-        `  stop-and-copy / post-copy downtime at ${formatBytes(large)} = ${pcVsSc.ratio.toFixed(1)}x (wanted >= 20x): ${pcVsSc.ratio >= 20 ? 'met' : 'NOT met'}`,
+    if (vsSc) {
+      criteria.push(
+        `  stop-and-copy / ${variantLabel(c)} downtime at ${formatBytes(large)} = ${vsSc.ratio.toFixed(1)}x (wanted >= 20x): ${vsSc.ratio >= 20 ? 'met' : 'NOT met'}`,
       );
     }
   }
+  const ratioSection = [
+    ...ratioLines(
+      'Downtime vs stop-and-copy at the same heap (S&C median / variant median; higher = shorter downtime):',
+      r.vsStopAndCopy,
+      sizes,
+      (ratio) => `${ratio.toFixed(1)}x`,
+    ),
+    ...ratioLines(
+      'Downtime at each heap vs the smallest heap measured (variant median / its median there; 1 = flat):',
+      r.vsSmallest,
+      sizes,
+      (ratio) => ratio.toFixed(2),
+    ),
+    ...(criteria.length ? ['Issue 4 criteria (reported, not asserted):', ...criteria] : []),
+  ];
+  if (ratioSection.length) lines.push('', ...ratioSection);
+  const postcopy = cells.filter((c) => hasPostcopy(c.mode));
+  if (postcopy.length) lines.push('', ...renderPostcopy(postcopy, r.faultVsAccess));
   return lines.join('\n');
+}
+
+const ratioText = (v: number | null) => fixed(v, 2);
+
+/** The post-copy variants side by side by tracker, with the client's throughput around post-copy. */
+function renderPostcopy(cells: readonly Cell[], faultVsAccess: readonly FaultVsAccess[]): string[] {
+  const lines = [
+    'Post-copy by tracker (medians; faults and fault p50/p99 from the report; client throughput in',
+    'successful ops/s from the whole 100 ms buckets in each window: before = load start -> blackout,',
+    'during = resumed -> committed, after = committed -> load stop; x/before = median of the runs’ own',
+    'ratios; - = no whole bucket in the window in any run):',
+    ...table(
+      [
+        'heap',
+        'mode',
+        'tracker',
+        'n',
+        'downtime ms',
+        'post-copy ms',
+        'faults',
+        'fault p50 µs',
+        'fault p99 µs',
+        'before ops/s',
+        'during ops/s',
+        'during/before',
+        'after ops/s',
+        'after/before',
+      ],
+      cells.map((c) => [
+        formatBytes(c.heapBytes),
+        c.mode,
+        c.tracker ?? '-',
+        `${c.runs}${c.failed ? ` (+${c.failed} FAILED)` : ''}`,
+        fixed(c.downtimeMs, 1),
+        fixed(c.postcopyMs),
+        fixed(c.demandFaults),
+        fixed(c.faultP50Us),
+        fixed(c.faultP99Us),
+        fixed(c.client.beforeOpsPerSec),
+        fixed(c.client.duringOpsPerSec),
+        ratioText(c.client.duringVsBefore),
+        fixed(c.client.afterOpsPerSec),
+        ratioText(c.client.afterVsBefore),
+      ]),
+      3,
+    ),
+  ];
+  if (faultVsAccess.length) {
+    lines.push('Fault Tracker / Access Tracker at the same heap and mode (ratio of the medians above):');
+    for (const x of faultVsAccess) {
+      lines.push(
+        `  ${formatBytes(x.heapBytes).padEnd(9)} ${x.mode}: downtime ${ratioText(x.downtime)}, throughput during ${ratioText(x.duringOpsPerSec)}, fault p50 ${ratioText(x.faultP50)}`,
+      );
+    }
+  }
+  return lines;
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { countLostWrites, KvLoad } from '../../bench/kv-load.js';
+import { countLostWrites, KvLoad, type LoadResult } from '../../bench/kv-load.js';
 import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from '../../bench/local-cluster.js';
 import type { EnclaveInfo } from '../../host/api-schema.js';
 import type { MigrationReport } from '../../migrate/report.js';
@@ -75,7 +75,7 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
     const loadResult = await load.stop();
     const readBack = await countLostWrites(load, { host: DESTINATION_BIND, port });
     report.clientGapMs = loadResult.clientGapMs;
-    const timeline = throughputTimeline(loadResult.opsPer100ms, requestedAtMs - load.startedAtMs, report);
+    const timeline = throughputTimeline(loadResult, requestedAtMs - load.startedAtMs, report);
     if (options.timeline) fs.writeFileSync(options.timeline, `${JSON.stringify(timeline, null, 2)}\n`);
 
     const demo = {
@@ -104,11 +104,29 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
  * The client's successful operations per 100 ms, with the migration's instants on the same axis (ms
  * since the load started), so that before, during and after can be told apart.
  */
-export function throughputTimeline(opsPer100ms: number[], requestedAtMs: number, report: MigrationReport) {
+export interface ThroughputTimeline {
+  bucketMs: number;
+  /** When the load stopped: the last bucket covers only the part of it before this instant. */
+  durationMs: number;
+  opsPer100ms: number[];
+  marks: {
+    migrationRequested: number;
+    blackout: number | null;
+    resumed: number | null;
+    committed: number | null;
+  };
+}
+
+export function throughputTimeline(
+  load: LoadResult,
+  requestedAtMs: number,
+  report: MigrationReport,
+): ThroughputTimeline {
   const at = (phaseMs: number | undefined) => (phaseMs === undefined ? null : requestedAtMs + phaseMs);
   return {
     bucketMs: 100,
-    opsPer100ms,
+    durationMs: load.durationMs,
+    opsPer100ms: load.opsPer100ms,
     marks: {
       migrationRequested: requestedAtMs,
       blackout: at(report.phases.blackout),
