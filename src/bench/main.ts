@@ -60,7 +60,7 @@ interface BenchOptions {
  * The client load runs this long before the migration is requested, and this long after it is served
  * again once the report (so COMMIT) is in: about ten whole buckets of throughput after post-copy.
  */
-const LOAD_BEFORE_MS = 500;
+const LOAD_BEFORE_MS = 1000;
 const LOAD_AFTER_MS = 1000;
 /** After the report, wait at most this long for the client to be served again at the destination. */
 const LOAD_RECOVERY_MS = 10_000;

@@ -24,8 +24,9 @@ export const variantLabel = (v: Variant): string => (v.tracker ? `${v.mode}/${v.
 const sameVariant = (a: Variant, b: Variant) => a.mode === b.mode && a.tracker === b.tracker;
 
 /**
- * The client's successful operations per second in three windows of a run's timeline: `before`, load
- * start -> blackout; `during` post-copy, resumed -> committed (null without post-copy); `after`,
+ * The client's successful operations per second in three windows of a run's timeline: `before`, from
+ * the second bucket of the load (the first holds the connections' warm-up) to the migration request,
+ * a baseline the migration has not touched yet; `during` post-copy, resumed -> committed (null without post-copy); `after`,
  * committed -> load stop. The ratios are during/before and after/before. Only the buckets that lie
  * wholly inside a window count: a bucket that straddles the blackout or the resume would lend its
  * rate to the window next to it. A window without a whole bucket (hybrid's post-copy often lasts a
@@ -51,7 +52,7 @@ export function clientThroughput(timeline: ThroughputTimeline, postcopy: boolean
     for (let i = first; i < end; i++) ops += opsPer100ms[i] ?? 0;
     return (ops * 1000) / ((end - first) * bucketMs);
   };
-  const before = rate(0, marks.blackout);
+  const before = rate(bucketMs, marks.migrationRequested);
   const during = postcopy ? rate(marks.resumed, marks.committed) : null;
   const after = rate(marks.committed, timeline.durationMs);
   return {
@@ -418,7 +419,7 @@ const ratioText = (v: number | null) => fixed(v, 2);
 function renderPostcopy(cells: readonly Cell[], faultVsAccess: readonly FaultVsAccess[]): string[] {
   const lines = [
     'Post-copy by tracker (medians; faults and fault p50/p99 from the report; client throughput in',
-    'successful ops/s from the whole 100 ms buckets in each window: before = load start -> blackout,',
+    'successful ops/s from the whole 100 ms buckets in each window: before = load start (+100 ms) -> request,',
     'during = resumed -> committed, after = committed -> load stop; x/before = median of the runs’ own',
     'ratios; - = no whole bucket in the window in any run):',
     ...table(
