@@ -43,7 +43,10 @@ export interface FaultLatencyOptions {
   heapBytes: number;
   /** Timed reads per condition, each of a different missing page in the lower half of the heap. */
   reads: number;
-  /** Reads before the timed ones (pages of their own), not counted: the worker's code gets optimised. */
+  /**
+   * Reads before the timed ones (pages of their own), not counted. The JIT optimises both threads'
+   * code during these: a compile inside a timed read adds milliseconds, on either thread.
+   */
   warmup: number;
   conditions: readonly LatencyCondition[];
 }
@@ -104,6 +107,16 @@ export async function measureFaultLatency(options: FaultLatencyOptions): Promise
   return samples;
 }
 
+/** Reads of distinct pages (warm-up included) that a heap of `heapBytes` has room for. */
+export function maxReads(heapBytes: number): number {
+  return lowerHalfPages(Math.ceil(heapBytes / PAGE_SIZE));
+}
+
+/** The pages read: the lower half, rounded down to whole bitmap words so that no word holds both halves. */
+function lowerHalfPages(pageCount: number): number {
+  return Math.floor(pageCount / 64) * 32;
+}
+
 /** What the source enclave holds: no zero word, so a page read before it was installed never passes. */
 function sourceWords(bytes: number): Uint32Array {
   const next = xorshift(0xc0ffee);
@@ -120,8 +133,7 @@ async function measureCondition(
   seed: number,
 ): Promise<ConditionSamples> {
   const { pageCount } = heap;
-  // Rounded down to whole bitmap words (32 pages): no word holds pages of both halves.
-  const lowerHalf = Math.floor(pageCount / 64) * 32;
+  const lowerHalf = lowerHalfPages(pageCount);
   const reads = options.warmup + options.reads;
   if (reads > lowerHalf) {
     throw new RangeError(`${reads} reads of distinct pages need a heap of at least ${2 * reads} pages`);

@@ -54,6 +54,7 @@ import {
   type ConditionSamples,
   type LatencyCondition,
   type LatencySummary,
+  maxReads,
   measureFaultLatency,
   PUSH_CHUNK_PAGES,
   summariseLatency,
@@ -70,8 +71,6 @@ type ScanVariant = (typeof SCAN_VARIANTS)[number];
 type KvVariant = (typeof KV_VARIANTS)[number];
 /** Pages per installPages when a fault variant's heap is filled: the post-copy push's chunk. */
 const INSTALL_CHUNK_PAGES = 64;
-/** Reads of section B before the timed ones in each condition (pages of their own). */
-const LATENCY_WARMUP = 100;
 
 interface ScanSpec {
   kind: 'scan';
@@ -385,6 +384,7 @@ interface Options {
   ops: number;
   latencyHeapBytes: number;
   latencyReads: number;
+  latencyWarmup: number;
   out: string;
 }
 
@@ -406,6 +406,7 @@ function parseOptions(): Options {
     .option('--kv-ops <n>', 'GETs and SETs per timed pass', '1000000')
     .option('--latency-heap <size>', 'heap size of the fault-latency processes', '64MiB')
     .option('--latency-reads <n>', 'timed reads of distinct missing pages per condition', '4000')
+    .option('--latency-warmup <n>', 'reads of other missing pages before the timed ones', '3000')
     .option('--out <dir>', 'where to write the raw JSON', 'bench-results')
     .parse()
     .opts<{
@@ -418,6 +419,7 @@ function parseOptions(): Options {
       kvOps: string;
       latencyHeap: string;
       latencyReads: string;
+      latencyWarmup: string;
       out: string;
     }>();
   const count = (text: string, name: string, min: number) => {
@@ -433,6 +435,14 @@ function parseOptions(): Options {
     }
     sections.add(name as Section);
   }
+  const latencyHeapBytes = parseSize(raw.latencyHeap);
+  const latencyReads = count(raw.latencyReads, '--latency-reads', 1);
+  const latencyWarmup = count(raw.latencyWarmup, '--latency-warmup', 0);
+  if (latencyReads + latencyWarmup > maxReads(latencyHeapBytes)) {
+    throw new UserError(
+      `--latency-reads + --latency-warmup (${latencyReads + latencyWarmup}) exceed the ${maxReads(latencyHeapBytes)} pages of the lower half of a ${formatBytes(latencyHeapBytes)} --latency-heap`,
+    );
+  }
   return {
     sections,
     heapBytes: parseSize(raw.heap),
@@ -441,8 +451,9 @@ function parseOptions(): Options {
     keys: count(raw.kvKeys, '--kv-keys', 1),
     valueSize: count(raw.valueSize, '--value-size', 0),
     ops: count(raw.kvOps, '--kv-ops', 1),
-    latencyHeapBytes: parseSize(raw.latencyHeap),
-    latencyReads: count(raw.latencyReads, '--latency-reads', 1),
+    latencyHeapBytes,
+    latencyReads,
+    latencyWarmup,
     out: raw.out,
   };
 }
@@ -619,7 +630,7 @@ async function latencySection(o: Options, say: Say, uffd: UffdAvailability): Pro
         variant: tracker,
         heapBytes: o.latencyHeapBytes,
         reads: o.latencyReads,
-        warmup: LATENCY_WARMUP,
+        warmup: o.latencyWarmup,
       });
       runs[tracker].push(r);
       say(
@@ -665,7 +676,7 @@ async function latencySection(o: Options, say: Say, uffd: UffdAvailability): Pro
     ];
   });
   const lines = [
-    `B. Fault latency at the application thread: one u32 read of a missing page, timed alone on the worker (miss to usable); ${formatBytes(o.latencyHeapBytes)} heap, every page allocated, none present; per condition ${o.latencyReads} distinct pages of the lower half in random order, after ${LATENCY_WARMUP} warm-up reads; ${o.repeat} processes per tracker, samples pooled; µs`,
+    `B. Fault latency at the application thread: one u32 read of a missing page, timed alone on the worker (miss to usable); ${formatBytes(o.latencyHeapBytes)} heap, every page allocated, none present; per condition ${o.latencyReads} distinct pages of the lower half in random order, after ${o.latencyWarmup} warm-up reads of other pages; ${o.repeat} processes per tracker, samples pooled; µs`,
     `  ${'tracker'.padEnd(8)} ${'condition'.padEnd(10)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'max'.padStart(8)} ${'mean'.padStart(8)}   ${'p50/process'.padStart(13)}   | ${'I/O p50'.padStart(8)} ${'I/O p99'.padStart(8)}`,
     ...row('access', 'idle'),
     ...row('fault', 'idle'),
@@ -703,7 +714,7 @@ async function latencySection(o: Options, say: Say, uffd: UffdAvailability): Pro
   return {
     lines,
     json: {
-      options: { heapBytes: o.latencyHeapBytes, reads: o.latencyReads, warmup: LATENCY_WARMUP },
+      options: { heapBytes: o.latencyHeapBytes, reads: o.latencyReads, warmup: o.latencyWarmup },
       faultSkipped: uffd.ok ? null : uffd.reason,
       pooled: table,
       processes,
