@@ -16,10 +16,11 @@ import { xorshift } from './xorshift.js';
  * The process plays a destination enclave after START, without the network: the main thread is the
  * I/O thread, with the tracker's I/O half from trackerFor; it answers each demand on the next turn of
  * its event loop by installing the source's bytes for the demanded pages (installPages, publish,
- * tracker.installed), as the destination does when the urgent channel brings them. A worker (fault-latency-worker.ts) is the
- * application thread: it reads one u32 from each of `warmup + reads` distinct missing pages, in random
- * order, and times each read alone, so each sample is the miss-to-usable latency the application sees
- * (both hops between the threads, and the kernel's for the Fault Tracker). The tracker's own figure
+ * tracker.installed), as the destination does when the urgent channel brings them. A worker
+ * (fault-latency-worker.ts) is the application thread: it reads one u32 from each of `warmup + reads`
+ * distinct missing pages, in random order, and times each read alone, so each sample is the
+ * miss-to-usable latency the application sees (both hops between the threads, and the kernel's for
+ * the Fault Tracker). The tracker's own figure
  * for the same faults (TrackerStats.latenciesUs: demand seen on the I/O thread to pages installed) is
  * returned next to it. Each condition runs on a fresh heap of `heapBytes`, every page allocated and
  * none present:
@@ -35,8 +36,7 @@ import { xorshift } from './xorshift.js';
  * bounded: a hung read fails the tracker (which ends the worker's wait) and throws.
  */
 
-export const LATENCY_CONDITIONS = ['idle', 'busy', 'zero'] as const;
-export type LatencyCondition = (typeof LATENCY_CONDITIONS)[number];
+export type LatencyCondition = 'idle' | 'busy' | 'zero';
 
 export interface FaultLatencyOptions {
   tracker: TrackerKind;
