@@ -1,28 +1,37 @@
 /**
- * The Access Tracker's per-access cost, side by side in one run (`npm run bench:tracker`).
+ * The two trackers side by side in one run (`npm run bench:tracker`): what each costs an application
+ * that migrates nothing (A), and how long an access to a missing page waits with each (B).
  *
- * The Access Tracker has no code of its own on a hit: every SecureHeap accessor tests the page's
- * present bit inline (a load, a mask and a branch) and only a miss calls the tracker. What it costs is
- * therefore what that test costs on every access of an application whose pages are all present, which
- * is what this benchmark measures, in two workloads:
- *
- * (a) a tight scan: the sum of every u32 of a heap, through
- *     - a plain Uint32Array view of the heap's memory: no accessor at all; what an application pays
- *       with an untracked heap or with the Fault Tracker (page protection: nothing runs on a hit);
- *     - SecureHeap.readU32 with the present test removed (SecureHeap.create with presentChecks off): the accessor's own cost
- *       (bounds and alignment checks, segment arithmetic) without the tracker;
- *     - SecureHeap.readU32 as shipped: the accessor with the tracker's test.
+ * A. Steady state, every page present. A tracker's cost on a hit is what its heap makes every access
+ * do. The Access Tracker's heap tests the page's present bit in every SecureHeap accessor (a load, a
+ * mask and a branch); the Fault Tracker's heap tests nothing (the kernel stops a read of a missing
+ * page) but is userfaultfd memory. The variants are named by the heap the application gets:
+ *   plain   a Uint32Array view over the heap's memory, no accessor at all: the floor;
+ *   fault   the Fault Tracker's heap as a destination has it during and after post-copy:
+ *           SecureHeap.createIncoming(bytes, 'userfaultfd'), every page installed with UFFDIO_COPY
+ *           (installPages, 64-page chunks) and published before the warm-up, the region still
+ *           registered; accessors without the present test. Where userfaultfd is unavailable, a heap
+ *           without present checks on plain memory stands in (the same accessor class), and the
+ *           report says so and why;
+ *   access  the Access Tracker's heap: SecureHeap.create, present checks on;
+ * in two workloads:
+ * (a) a tight scan: the sum of every u32 of the heap (plain, fault, access);
  * (b) the kv application: GET and SET of existing keys, called directly on a KvStore (no RESP, no
- *     socket, so the store's own work is all there is and the test's share is as large as it can be),
- *     on the shipped SecureHeap and on the same heap with the present test removed. There is no plain
- *     array variant of kv: the store only exists on a SecureHeap, so the honest untracked baseline is
- *     that heap minus the test. A separate process counts the present tests per GET and per SET, to
- *     turn the throughput difference into a cost per access.
- *
+ *     socket, so the store's own work is all there is and the accessors' share is as large as it can
+ *     be), on the fault and access heaps (the store only exists on a SecureHeap: no plain variant).
+ *     A separate process ('count') counts the present tests per GET and per SET, to turn the
+ *     difference into a cost per test.
  * Every variant runs in its own process (so the JIT sees one heap class only: sharing a process would
  * make the accessors polymorphic and slow both down), the processes are interleaved round-robin and
- * repeated, and each reports the median of several passes after a warm-up. Figures and ratios are
- * printed and written to bench-results/; nothing is asserted.
+ * repeated, and each reports the median of several passes after a warm-up, in CPU time.
+ *
+ * B. Fault latency at the application thread (fault-latency.ts): for each tracker, in processes of its
+ * own interleaved the same way, a destination heap with every page missing; the main thread plays the
+ * I/O thread and a worker the application thread, which times single reads of distinct missing pages,
+ * with the I/O thread idle and busy with a bulk push; and the Fault Tracker's zero-page path.
+ *
+ * `--only scan,kv,latency` picks sections. Figures and ratios are printed and written to
+ * bench-results/; nothing is asserted.
  */
 import { fork } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -34,17 +43,34 @@ import { Command } from 'commander';
 import { fillStore } from '../apps/kv/fill.js';
 import { KvStore } from '../apps/kv/kv-store.js';
 import { HeapAllocator } from '../heap/allocator.js';
+import { PAGE_SIZE } from '../heap/constants.js';
 import { SecureHeap } from '../heap/secure-heap.js';
+import { type UffdAvailability, uffdAvailability } from '../native/uffd.js';
+import { TRACKER_KINDS, type TrackerKind } from '../trackers/tracker.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { formatBytes, parseSize } from '../util/size.js';
 import { VERSION } from '../version.js';
+import {
+  type ConditionSamples,
+  type LatencyCondition,
+  type LatencySummary,
+  maxReads,
+  measureFaultLatency,
+  PUSH_CHUNK_PAGES,
+  summariseLatency,
+} from './fault-latency.js';
 import { median } from './summary.js';
 import { countPresentChecks } from './present-check-counter.js';
+import { xorshift } from './xorshift.js';
 
-const SCAN_VARIANTS = ['plain', 'unchecked', 'tracked'] as const;
-const KV_VARIANTS = ['unchecked', 'tracked'] as const;
+const SECTIONS = ['scan', 'kv', 'latency'] as const;
+type Section = (typeof SECTIONS)[number];
+const SCAN_VARIANTS = ['plain', 'fault', 'access'] as const;
+const KV_VARIANTS = ['fault', 'access'] as const;
 type ScanVariant = (typeof SCAN_VARIANTS)[number];
 type KvVariant = (typeof KV_VARIANTS)[number];
+/** Pages per installPages when a fault variant's heap is filled: the post-copy push's chunk. */
+const INSTALL_CHUNK_PAGES = 64;
 
 interface ScanSpec {
   kind: 'scan';
@@ -61,7 +87,18 @@ interface KvSpec {
   ops: number;
   passes: number;
 }
-type Spec = ScanSpec | KvSpec;
+interface LatencySpec {
+  kind: 'latency';
+  variant: TrackerKind;
+  heapBytes: number;
+  reads: number;
+  warmup: number;
+}
+type Spec = ScanSpec | KvSpec | LatencySpec;
+
+/** What a fault variant ran on: the Fault Tracker's memory, or the stand-in and why. */
+type FaultMemory =
+  { kind: 'userfaultfd'; via: string; installMs: number } | { kind: 'fallback'; reason: string };
 
 interface ScanResult {
   /** CPU ns per access (median pass), and each pass's. */
@@ -72,6 +109,8 @@ interface ScanResult {
   wallPassesNs: number[];
   accesses: number;
   sum: number;
+  /** Only for the fault variant. */
+  memory: FaultMemory | null;
 }
 interface KvResult {
   /** Operations per CPU second (median pass); *Passes: each pass's; wall*: the same by wall time. */
@@ -82,6 +121,8 @@ interface KvResult {
   wallGetOpsPerSec: number;
   wallSetOpsPerSec: number;
   keys: number;
+  /** Only for the fault variant. */
+  memory: FaultMemory | null;
   /** Only from the 'count' variant: present tests per operation (scalar accessors + byte ranges). */
   checksPerGet?: { single: number; ranges: number };
   checksPerSet?: { single: number; ranges: number };
@@ -90,17 +131,53 @@ interface KvResult {
 // ---------------------------------------------------------------------------------------------------
 // Child side: one variant, one process.
 
-/** A deterministic xorshift32 stream: the same heap contents and key order in every process. */
-function xorshift(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+/**
+ * The heap a variant measures, holding `word()`'s values in address order (zeros without it). Only
+ * the fault variant's heap is userfaultfd memory; every other is SecureHeap.create's, with present
+ * checks (the plain variant reads it through its own views).
+ */
+function variantHeap(
+  variant: ScanVariant | KvSpec['variant'],
+  bytes: number,
+  word: (() => number) | null,
+): { heap: SecureHeap; memory: FaultMemory | null } {
+  if (variant !== 'fault') {
+    const heap = SecureHeap.create(bytes);
+    if (word) install(heap, word);
+    return { heap, memory: null };
+  }
+  const uffd = uffdAvailability();
+  if (!uffd.ok) {
+    const heap = SecureHeap.create(bytes, { presentChecks: false });
+    if (word) install(heap, word);
+    return { heap, memory: { kind: 'fallback', reason: uffd.reason } };
+  }
+  const heap = SecureHeap.createIncoming(bytes, 'userfaultfd');
+  // Every page, zeros included: this thread blocks for good on a page the kernel does not hold.
+  const installMs = install(heap, word);
+  return { heap, memory: { kind: 'userfaultfd', via: uffd.via, installMs } };
+}
+
+/**
+ * Puts `word()`'s values (zeros without it) into the heap in address order, in 64-page chunks, as a
+ * destination installs pages (installPages: UFFDIO_COPY for pages a userfaultfd region does not hold),
+ * and publishes them (a no-op on a heap whose pages are all present). Returns the milliseconds spent
+ * installing and publishing, without making the values.
+ */
+function install(heap: SecureHeap, word: (() => number) | null): number {
+  const words = new Uint32Array((INSTALL_CHUNK_PAGES * PAGE_SIZE) / 4);
+  const bytes = new Uint8Array(words.buffer);
+  let ms = 0;
+  for (let first = 0; first < heap.pageCount;) {
+    const count = Math.min(INSTALL_CHUNK_PAGES, heap.segmentEndPage(first) - first);
+    if (word) for (let i = 0; i < (count * PAGE_SIZE) / 4; i++) words[i] = word();
+    const start = performance.now();
+    heap.installPages(first, bytes.subarray(0, count * PAGE_SIZE));
+    heap.present.publishRange(first, count);
+    ms += performance.now() - start;
+    first += count;
+  }
+  return ms;
 }
 
 function wordViews(heap: SecureHeap): Uint32Array[] {
@@ -138,13 +215,8 @@ function timeNs(fn: () => number): { wallNs: number; cpuNs: number; result: numb
 }
 
 function runScan(spec: ScanSpec): ScanResult {
-  const heap =
-    spec.variant === 'unchecked'
-      ? SecureHeap.create(spec.heapBytes, { presentChecks: false })
-      : SecureHeap.create(spec.heapBytes);
+  const { heap, memory } = variantHeap(spec.variant, spec.heapBytes, xorshift(0x9e3779b9));
   const views = wordViews(heap);
-  const next = xorshift(0x9e3779b9);
-  for (const view of views) for (let i = 0; i < view.length; i++) view[i] = next();
   const accesses = heap.byteLength / 4;
   const pass = spec.variant === 'plain' ? () => scanPlain(views) : () => scanHeap(heap);
   // Warm-up passes: the loop and the accessor reach the optimising tier before timing.
@@ -166,15 +238,13 @@ function runScan(spec: ScanSpec): ScanResult {
     wallPassesNs,
     accesses,
     sum,
+    memory,
   };
 }
 
 function runKv(spec: KvSpec): KvResult {
   const counter = spec.variant === 'count' ? countPresentChecks() : null;
-  const heap =
-    spec.variant === 'unchecked'
-      ? SecureHeap.create(spec.heapBytes, { presentChecks: false })
-      : SecureHeap.create(spec.heapBytes);
+  const { heap, memory } = variantHeap(spec.variant, spec.heapBytes, null);
   const allocator = HeapAllocator.format(heap);
   const store = KvStore.create(heap, allocator);
   const filled = fillStore(store, heap, allocator, spec.heapBytes, {
@@ -223,6 +293,7 @@ function runKv(spec: KvSpec): KvResult {
       wallGetOpsPerSec: Number.NaN,
       wallSetOpsPerSec: Number.NaN,
       keys: spec.keys,
+      memory,
       checksPerGet: perOp(gets, ops),
       checksPerSet: perOp(sets, ops),
     };
@@ -250,11 +321,25 @@ function runKv(spec: KvSpec): KvResult {
     wallGetOpsPerSec: median(wallGet),
     wallSetOpsPerSec: median(wallSet),
     keys: spec.keys,
+    memory,
   };
 }
 
-function child(spec: Spec): void {
-  const result = spec.kind === 'scan' ? runScan(spec) : runKv(spec);
+function runLatency(spec: LatencySpec): Promise<ConditionSamples[]> {
+  return measureFaultLatency({
+    tracker: spec.variant,
+    heapBytes: spec.heapBytes,
+    reads: spec.reads,
+    warmup: spec.warmup,
+    conditions: spec.variant === 'fault' ? ['idle', 'busy', 'zero'] : ['idle', 'busy'],
+  });
+}
+
+async function child(spec: Spec): Promise<void> {
+  let result: ScanResult | KvResult | ConditionSamples[];
+  if (spec.kind === 'scan') result = runScan(spec);
+  else if (spec.kind === 'kv') result = runKv(spec);
+  else result = await runLatency(spec);
   process.send!(result, () => process.exit(0));
 }
 
@@ -289,24 +374,52 @@ const rotate = <T>(items: readonly T[], by: number): T[] => {
 const spread = (values: number[], digits: number) =>
   `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
 
-async function parent(): Promise<void> {
+interface Options {
+  sections: ReadonlySet<Section>;
+  heapBytes: number;
+  repeat: number;
+  passes: number;
+  keys: number;
+  valueSize: number;
+  ops: number;
+  latencyHeapBytes: number;
+  latencyReads: number;
+  latencyWarmup: number;
+  out: string;
+}
+
+function parseOptions(): Options {
   const raw = new Command('bench:tracker')
-    .description("the Access Tracker's per-access cost: tracked vs untracked heap, array scan and kv")
-    .option('--heap <size>', 'heap size of every variant', '256MiB')
-    .option('--repeat <n>', 'processes per variant (interleaved)', '5')
-    .option('--passes <n>', 'timed passes per process (after warm-up)', '5')
+    .description(
+      'both trackers side by side: steady-state cost (array scan, kv) and fault latency at the application thread',
+    )
+    .option(
+      '--only <sections>',
+      `comma-separated sections to run: ${SECTIONS.join(', ')}`,
+      SECTIONS.join(','),
+    )
+    .option('--heap <size>', 'heap size of every steady-state variant', '256MiB')
+    .option('--repeat <n>', 'processes per variant and per tracker (interleaved)', '3')
+    .option('--passes <n>', 'timed passes per steady-state process (after warm-up)', '5')
     .option('--kv-keys <n>', 'keys in the kv store', '500000')
     .option('--value-size <bytes>', 'kv value size', '64')
     .option('--kv-ops <n>', 'GETs and SETs per timed pass', '1000000')
+    .option('--latency-heap <size>', 'heap size of the fault-latency processes', '64MiB')
+    .option('--latency-reads <n>', 'timed reads of distinct missing pages per condition', '4000')
+    .option('--latency-warmup <n>', 'reads of other missing pages before the timed ones', '3000')
     .option('--out <dir>', 'where to write the raw JSON', 'bench-results')
     .parse()
     .opts<{
+      only: string;
       heap: string;
       repeat: string;
       passes: string;
       kvKeys: string;
       valueSize: string;
       kvOps: string;
+      latencyHeap: string;
+      latencyReads: string;
+      latencyWarmup: string;
       out: string;
     }>();
   const count = (text: string, name: string, min: number) => {
@@ -315,143 +428,352 @@ async function parent(): Promise<void> {
       throw new UserError(`${name}: '${text}' is not a whole number >= ${min}`);
     return n;
   };
-  const heapBytes = parseSize(raw.heap);
-  const repeat = count(raw.repeat, '--repeat', 1);
-  const passes = count(raw.passes, '--passes', 1);
-  const keys = count(raw.kvKeys, '--kv-keys', 1);
-  const valueSize = count(raw.valueSize, '--value-size', 0);
-  const ops = count(raw.kvOps, '--kv-ops', 1);
-  const startedAt = new Date();
-  const say = (msg: string) => process.stderr.write(`${msg}\n`);
+  const sections = new Set<Section>();
+  for (const name of raw.only.split(',').map((part) => part.trim())) {
+    if (!(SECTIONS as readonly string[]).includes(name)) {
+      throw new UserError(`--only: unknown section '${name}' (sections: ${SECTIONS.join(', ')})`);
+    }
+    sections.add(name as Section);
+  }
+  const latencyHeapBytes = parseSize(raw.latencyHeap);
+  const latencyReads = count(raw.latencyReads, '--latency-reads', 1);
+  const latencyWarmup = count(raw.latencyWarmup, '--latency-warmup', 0);
+  if (latencyReads + latencyWarmup > maxReads(latencyHeapBytes)) {
+    throw new UserError(
+      `--latency-reads + --latency-warmup (${latencyReads + latencyWarmup}) exceed the ${maxReads(latencyHeapBytes)} pages of the lower half of a ${formatBytes(latencyHeapBytes)} --latency-heap`,
+    );
+  }
+  return {
+    sections,
+    heapBytes: parseSize(raw.heap),
+    repeat: count(raw.repeat, '--repeat', 1),
+    passes: count(raw.passes, '--passes', 1),
+    keys: count(raw.kvKeys, '--kv-keys', 1),
+    valueSize: count(raw.valueSize, '--value-size', 0),
+    ops: count(raw.kvOps, '--kv-ops', 1),
+    latencyHeapBytes,
+    latencyReads,
+    latencyWarmup,
+    out: raw.out,
+  };
+}
 
-  const scan: Record<ScanVariant, ScanResult[]> = { plain: [], unchecked: [], tracked: [] };
-  for (let rep = 0; rep < repeat; rep++) {
+type Say = (msg: string) => void;
+interface SectionReport {
+  lines: string[];
+  json: unknown;
+}
+
+/** How the fault variants' heaps were made, from their processes' reports. */
+function faultMemoryLine(memories: (FaultMemory | null)[], heapBytes: number): string {
+  const memory = memories[0];
+  if (!memory) return '  fault heap: unknown';
+  if (memory.kind === 'fallback') {
+    return `  fault heap: NOT the Fault Tracker's memory: userfaultfd is unavailable here (${memory.reason}); a heap made with SecureHeap.create(bytes, { presentChecks: false }) stood in: the same accessors on plain memory`;
+  }
+  const ms = median(memories.map((m) => (m?.kind === 'userfaultfd' ? m.installMs : Number.NaN)));
+  return `  fault heap: userfaultfd region (opened via ${memory.via}), still registered; its ${formatBytes(heapBytes)} went in with UFFDIO_COPY in ${INSTALL_CHUNK_PAGES}-page chunks and were published before the warm-up (median ${ms.toFixed(0)} ms, ${(heapBytes / 1e6 / ms).toFixed(2)} GB/s)`;
+}
+
+async function scanSection(o: Options, say: Say): Promise<SectionReport> {
+  const scan: Record<ScanVariant, ScanResult[]> = { plain: [], fault: [], access: [] };
+  for (let rep = 0; rep < o.repeat; rep++) {
     for (const variant of rotate(SCAN_VARIANTS, rep)) {
-      const r = await inChild<ScanResult>({ kind: 'scan', variant, heapBytes, passes });
+      const r = await inChild<ScanResult>({
+        kind: 'scan',
+        variant,
+        heapBytes: o.heapBytes,
+        passes: o.passes,
+      });
       scan[variant].push(r);
-      say(`scan ${rep + 1}/${repeat} ${variant.padEnd(9)} ${r.nsPerAccess.toFixed(3)} ns/access`);
+      say(`scan ${rep + 1}/${o.repeat} ${variant.padEnd(6)} ${r.nsPerAccess.toFixed(3)} ns/access`);
     }
   }
   const sums = new Set(Object.values(scan).flatMap((rs) => rs.map((r) => r.sum)));
   if (sums.size !== 1) throw new Error(`the scan variants disagree on the sum: ${[...sums].join(', ')}`);
 
-  const kv: Record<KvVariant, KvResult[]> = { unchecked: [], tracked: [] };
-  const kvSpec = { kind: 'kv' as const, heapBytes, keys, valueSize, ops, passes };
-  for (let rep = 0; rep < repeat; rep++) {
+  // Medians over the processes of each process's median pass.
+  const ns = (v: ScanVariant) => median(scan[v].map((r) => r.nsPerAccess));
+  const wall = (v: ScanVariant) => median(scan[v].map((r) => r.wallNsPerAccess));
+  const [plain, fault, access] = [ns('plain'), ns('fault'), ns('access')];
+  const row = (v: ScanVariant, label: string) =>
+    `  ${v.padEnd(6)}  ${label.padEnd(58)} ${ns(v).toFixed(3)} ns/access  (${spread(
+      scan[v].map((r) => r.nsPerAccess),
+      3,
+    )})`;
+  const fallback = scan.fault[0]?.memory?.kind === 'fallback';
+  const lines = [
+    `(a) scan: sum of every u32 of a ${formatBytes(o.heapBytes)} heap, every page present (${scan.plain[0]!.accesses} accesses per pass)`,
+    row('plain', 'Uint32Array view over the memory, no accessor'),
+    row(
+      'fault',
+      fallback
+        ? 'SecureHeap.readU32, no present test, plain memory'
+        : 'SecureHeap.readU32 on userfaultfd memory, no present test',
+    ),
+    row('access', 'SecureHeap.readU32 with the present test'),
+    `  access / fault ${(access / fault).toFixed(2)}x; fault / plain ${(fault / plain).toFixed(2)}x; access / plain ${(access / plain).toFixed(2)}x`,
+    `  access - fault: ${(access - fault).toFixed(3)} ns per access (the present test, and whatever the two memories differ by); the accessor over a plain read: fault - plain ${(fault - plain).toFixed(3)} ns`,
+    `  by wall time instead: plain ${wall('plain').toFixed(3)}, fault ${wall('fault').toFixed(3)}, access ${wall('access').toFixed(3)} ns/access`,
+    faultMemoryLine(
+      scan.fault.map((r) => r.memory),
+      o.heapBytes,
+    ),
+  ];
+  const json = {
+    medianCpuNsPerAccess: { plain, fault, access },
+    medianWallNsPerAccess: { plain: wall('plain'), fault: wall('fault'), access: wall('access') },
+    processes: scan,
+  };
+  return { lines, json };
+}
+
+async function kvSection(o: Options, say: Say): Promise<SectionReport> {
+  const kv: Record<KvVariant, KvResult[]> = { fault: [], access: [] };
+  const kvSpec = {
+    kind: 'kv' as const,
+    heapBytes: o.heapBytes,
+    keys: o.keys,
+    valueSize: o.valueSize,
+    ops: o.ops,
+    passes: o.passes,
+  };
+  for (let rep = 0; rep < o.repeat; rep++) {
     for (const variant of rotate(KV_VARIANTS, rep)) {
       const r = await inChild<KvResult>({ ...kvSpec, variant });
       kv[variant].push(r);
       say(
-        `kv ${rep + 1}/${repeat} ${variant.padEnd(9)} GET ${(r.getOpsPerSec / 1e3).toFixed(0)} k/s, SET ${(r.setOpsPerSec / 1e3).toFixed(0)} k/s`,
+        `kv ${rep + 1}/${o.repeat} ${variant.padEnd(6)} GET ${(r.getOpsPerSec / 1e3).toFixed(0)} k/s, SET ${(r.setOpsPerSec / 1e3).toFixed(0)} k/s`,
       );
     }
   }
   const counted = await inChild<KvResult>({ ...kvSpec, variant: 'count' });
 
-  // Medians over the processes of each process's median pass.
-  const ns = (v: ScanVariant) => median(scan[v].map((r) => r.nsPerAccess));
-  const [plain, unchecked, tracked] = [ns('plain'), ns('unchecked'), ns('tracked')];
-  const wall = (v: ScanVariant) => median(scan[v].map((r) => r.wallNsPerAccess));
+  type Which = 'getOpsPerSec' | 'setOpsPerSec';
+  const opsPerSec = (v: KvVariant, which: Which) => median(kv[v].map((r) => r[which]));
   const wallKv = (v: KvVariant, which: 'wallGetOpsPerSec' | 'wallSetOpsPerSec') =>
     (median(kv[v].map((r) => r[which])) / 1e3).toFixed(0);
-  const ops_ = (v: KvVariant, which: 'getOpsPerSec' | 'setOpsPerSec') => median(kv[v].map((r) => r[which]));
   const checks = (c: { single: number; ranges: number } | undefined) =>
     c ? c.single + c.ranges : Number.NaN;
-  const kvRow = (name: 'GET' | 'SET', which: 'getOpsPerSec' | 'setOpsPerSec', perOp: number) => {
-    const base = ops_('unchecked', which);
-    const withTest = ops_('tracked', which);
-    const nsBase = 1e9 / base;
-    const nsTracked = 1e9 / withTest;
+  const kvRow = (op: 'GET' | 'SET', which: Which, testsPerOp: number) => {
+    const fault = opsPerSec('fault', which);
+    const access = opsPerSec('access', which);
     return {
-      op: name,
-      untrackedOpsPerSec: base,
-      trackedOpsPerSec: withTest,
-      untrackedNsPerOp: nsBase,
-      trackedNsPerOp: nsTracked,
-      trackedOverUntracked: nsTracked / nsBase,
-      presentTestsPerOp: perOp,
-      nsPerPresentTest: (nsTracked - nsBase) / perOp,
-      untrackedSpread: spread(
-        kv.unchecked.map((r) => r[which] / 1e3),
+      op,
+      faultOpsPerSec: fault,
+      accessOpsPerSec: access,
+      faultNsPerOp: 1e9 / fault,
+      accessNsPerOp: 1e9 / access,
+      accessOverFault: fault / access,
+      presentTestsPerOp: testsPerOp,
+      nsPerPresentTest: (1e9 / access - 1e9 / fault) / testsPerOp,
+      faultSpread: spread(
+        kv.fault.map((r) => r[which] / 1e3),
         0,
       ),
-      trackedSpread: spread(
-        kv.tracked.map((r) => r[which] / 1e3),
+      accessSpread: spread(
+        kv.access.map((r) => r[which] / 1e3),
         0,
       ),
     };
   };
-  const kvRows = [
+  const rows = [
     kvRow('GET', 'getOpsPerSec', checks(counted.checksPerGet)),
     kvRow('SET', 'setOpsPerSec', checks(counted.checksPerSet)),
   ];
-
-  const accesses = scan.plain[0]!.accesses;
   const lines = [
-    `Access Tracker overhead, ${startedAt.toISOString()}: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} CPUs, Node ${process.versions.node}, load average ${os
+    `(b) kv: KvStore.get / KvStore.set of existing keys, direct calls, ${o.keys} keys, ${o.valueSize} B values, ${o.ops} random keys per pass, every page present`,
+    '  op   fault (no present test)   access (present test)   access/fault   present tests/op   Δ ns per test',
+    ...rows.map(
+      (r) =>
+        `  ${r.op}  ${`${(r.faultOpsPerSec / 1e3).toFixed(0)} k/s = ${r.faultNsPerOp.toFixed(0)} ns/op`.padStart(23)}   ${`${(r.accessOpsPerSec / 1e3).toFixed(0)} k/s = ${r.accessNsPerOp.toFixed(0)} ns/op`.padStart(21)}   ${r.accessOverFault.toFixed(3).padStart(12)}   ${r.presentTestsPerOp.toFixed(1).padStart(16)}   ${r.nsPerPresentTest.toFixed(2).padStart(13)}`,
+    ),
+    ...rows.map(
+      (r) => `  ${r.op} spread over processes (k ops/s): fault ${r.faultSpread}, access ${r.accessSpread}`,
+    ),
+    `  by wall time instead (k ops/s): GET fault ${wallKv('fault', 'wallGetOpsPerSec')}, access ${wallKv('access', 'wallGetOpsPerSec')}; SET fault ${wallKv('fault', 'wallSetOpsPerSec')}, access ${wallKv('access', 'wallSetOpsPerSec')}`,
+    `  present tests per GET: ${counted.checksPerGet!.single.toFixed(1)} scalar + ${counted.checksPerGet!.ranges.toFixed(1)} range; per SET: ${counted.checksPerSet!.single.toFixed(1)} scalar + ${counted.checksPerSet!.ranges.toFixed(1)} range`,
+    '  (Δ ns per test = (access - fault ns/op) / tests per op: the difference of two noisy figures, small against either, and it also holds whatever the two memories differ by)',
+    faultMemoryLine(
+      kv.fault.map((r) => r.memory),
+      o.heapBytes,
+    ),
+  ];
+  return { lines, json: { rows, counted, processes: kv } };
+}
+
+/** One tracker's samples of one condition, pooled over its processes. */
+function pooled(runs: ConditionSamples[]) {
+  const push = { pages: 0, covers: 0, chunkNs: 0, wallNs: 0 };
+  for (const r of runs) {
+    push.pages += r.push.pages;
+    push.covers += r.push.covers;
+    push.chunkNs += r.push.chunkNs;
+    push.wallNs += r.push.wallNs;
+  }
+  return {
+    app: summariseLatency(runs.flatMap((r) => r.appUs)),
+    io: summariseLatency(runs.flatMap((r) => r.ioUs)),
+    appP50PerProcess: runs.map((r) => summariseLatency(r.appUs).p50),
+    faultsPerProcess: runs.map((r) => r.faults),
+    push,
+  };
+}
+
+async function latencySection(o: Options, say: Say, uffd: UffdAvailability): Promise<SectionReport> {
+  const trackers: readonly TrackerKind[] = uffd.ok ? TRACKER_KINDS : ['access'];
+  const runs: Record<TrackerKind, ConditionSamples[][]> = { access: [], fault: [] };
+  for (let rep = 0; rep < o.repeat; rep++) {
+    for (const tracker of rotate(trackers, rep)) {
+      const r = await inChild<ConditionSamples[]>({
+        kind: 'latency',
+        variant: tracker,
+        heapBytes: o.latencyHeapBytes,
+        reads: o.latencyReads,
+        warmup: o.latencyWarmup,
+      });
+      runs[tracker].push(r);
+      say(
+        `latency ${rep + 1}/${o.repeat} ${tracker.padEnd(6)} ${r.map((c) => `${c.condition} p50 ${summariseLatency(c.appUs).p50.toFixed(1)} µs`).join(', ')}`,
+      );
+    }
+  }
+  const table: Partial<Record<TrackerKind, Partial<Record<LatencyCondition, ReturnType<typeof pooled>>>>> =
+    {};
+  for (const tracker of trackers) {
+    const byCondition: Partial<Record<LatencyCondition, ReturnType<typeof pooled>>> = {};
+    for (const condition of runs[tracker][0]!.map((c) => c.condition)) {
+      byCondition[condition] = pooled(runs[tracker].map((r) => r.find((c) => c.condition === condition)!));
+    }
+    table[tracker] = byCondition;
+  }
+
+  const us = (x: number) => x.toFixed(1).padStart(8);
+  const figures = (s: LatencySummary) => `${us(s.p50)} ${us(s.p99)} ${us(s.max)} ${us(s.mean)}`;
+  const row = (tracker: TrackerKind, condition: LatencyCondition) => {
+    const cell = table[tracker]?.[condition];
+    if (!cell) return [];
+    const label = condition === 'zero' ? 'zero page' : condition;
+    return [
+      `  ${tracker.padEnd(8)} ${label.padEnd(10)} ${figures(cell.app)}   ${spread(cell.appP50PerProcess, 1).padStart(13)}   | ${us(cell.io.p50)} ${us(cell.io.p99)}`,
+    ];
+  };
+  const ratio = (condition: LatencyCondition) => {
+    const f = table.fault?.[condition];
+    const a = table.access?.[condition];
+    if (!f || !a) return [];
+    const x = (num: number, den: number) => `${(num / den).toFixed(2)}x`.padStart(8);
+    return [
+      `  ${'fault/access'.padEnd(19)} ${x(f.app.p50, a.app.p50)} ${x(f.app.p99, a.app.p99)} ${x(f.app.max, a.app.max)} ${x(f.app.mean, a.app.mean)}   ${''.padStart(13)}   | ${x(f.io.p50, a.io.p50)} ${x(f.io.p99, a.io.p99)}`,
+    ];
+  };
+  const pushed = trackers.flatMap((tracker) => {
+    const push = table[tracker]?.busy?.push;
+    if (!push || push.pages === 0) return [];
+    const chunks = push.pages / PUSH_CHUNK_PAGES;
+    return [
+      `${tracker} ${(push.pages / runs[tracker].length).toFixed(0)} pages per process (${(push.covers / runs[tracker].length).toFixed(1)} covers), ${(push.chunkNs / chunks / 1e3).toFixed(1)} µs per chunk, ${((100 * push.chunkNs) / push.wallNs).toFixed(0)} % of the I/O thread's time`,
+    ];
+  });
+  const lines = [
+    `B. Fault latency at the application thread: one u32 read of a missing page, timed alone on the worker (miss to usable); ${formatBytes(o.latencyHeapBytes)} heap, every page allocated, none present; per condition ${o.latencyReads} distinct pages of the lower half in random order, after ${o.latencyWarmup} warm-up reads of other pages; ${o.repeat} processes per tracker, samples pooled; µs`,
+    `  ${'tracker'.padEnd(8)} ${'condition'.padEnd(10)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'max'.padStart(8)} ${'mean'.padStart(8)}   ${'p50/process'.padStart(13)}   | ${'I/O p50'.padStart(8)} ${'I/O p99'.padStart(8)}`,
+    ...row('access', 'idle'),
+    ...row('fault', 'idle'),
+    ...ratio('idle'),
+    ...row('access', 'busy'),
+    ...row('fault', 'busy'),
+    ...ratio('busy'),
+    ...row('fault', 'zero'),
+    `  ${'access'.padEnd(8)} ${'zero page'.padEnd(10)} no such path: a page that holds nothing to migrate is present from START, and reading it is a hit`,
+    ...(uffd.ok
+      ? [
+          '  zero page: Fault Tracker, no page allocated: each fault gets UFFDIO_ZEROPAGE on the I/O thread, no demand',
+        ]
+      : [`  fault    skipped: ${uffd.reason}`]),
+    `  idle: the I/O thread only serves the demands (each answered on the next turn of its event loop); busy: it also pushes the upper half of the heap (never read) in ${PUSH_CHUNK_PAGES}-page chunks, one per turn, over and over while the worker reads: ${pushed.join('; ')}`,
+    "  (an answer runs after the chunk queued before it, as a destination's comes in after the bulk frame in progress: compare busy - idle with the µs per chunk)",
+    "  I/O p50/p99: the tracker's own figure (TrackerStats.latenciesUs, as in the migration report): from the wait reaching the I/O thread to its page installed",
+    '  every value read was checked against the source bytes (zeros for the zero page)',
+  ];
+  const processes = Object.fromEntries(
+    trackers.map((tracker) => [
+      tracker,
+      runs[tracker].map((r) =>
+        r.map((c) => ({
+          condition: c.condition,
+          app: summariseLatency(c.appUs),
+          io: summariseLatency(c.ioUs),
+          faults: c.faults,
+          checked: c.checked,
+          push: c.push,
+        })),
+      ),
+    ]),
+  );
+  return {
+    lines,
+    json: {
+      options: { heapBytes: o.latencyHeapBytes, reads: o.latencyReads, warmup: o.latencyWarmup },
+      faultSkipped: uffd.ok ? null : uffd.reason,
+      pooled: table,
+      processes,
+    },
+  };
+}
+
+async function parent(): Promise<void> {
+  const o = parseOptions();
+  const startedAt = new Date();
+  const say: Say = (msg) => process.stderr.write(`${msg}\n`);
+  const uffd = uffdAvailability();
+
+  const scan = o.sections.has('scan') ? await scanSection(o, say) : null;
+  const kv = o.sections.has('kv') ? await kvSection(o, say) : null;
+  const steady = [scan, kv].filter((section) => section !== null);
+  const latency = o.sections.has('latency') ? await latencySection(o, say, uffd) : null;
+
+  const lines = [
+    `Trackers side by side, ${startedAt.toISOString()}: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} CPUs, Node ${process.versions.node}, load average ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
-    `CPU time (user + system of the measuring process); medians over ${repeat} processes per variant (interleaved) of each process's median of ${passes} timed passes`,
-    '',
-    `(a) scan: sum of every u32 of a ${formatBytes(heapBytes)} heap, every page present (${accesses} accesses per pass)`,
-    `  plain Uint32Array view              ${plain.toFixed(3)} ns/access  (${spread(
-      scan.plain.map((r) => r.nsPerAccess),
-      3,
-    )})`,
-    `  SecureHeap.readU32, no present test ${unchecked.toFixed(3)} ns/access  (${spread(
-      scan.unchecked.map((r) => r.nsPerAccess),
-      3,
-    )})`,
-    `  SecureHeap.readU32 (Access Tracker) ${tracked.toFixed(3)} ns/access  (${spread(
-      scan.tracked.map((r) => r.nsPerAccess),
-      3,
-    )})`,
-    `  tracked / plain ${(tracked / plain).toFixed(2)}x; tracked / no present test ${(tracked / unchecked).toFixed(2)}x; no present test / plain ${(unchecked / plain).toFixed(2)}x`,
-    `  the present test: ${(tracked - unchecked).toFixed(3)} ns per access; the whole accessor over a plain array: ${(tracked - plain).toFixed(3)} ns per access`,
-    `  by wall time instead: plain ${wall('plain').toFixed(3)}, no present test ${wall('unchecked').toFixed(3)}, tracked ${wall('tracked').toFixed(3)} ns/access`,
-    '',
-    `(b) kv: KvStore.get / KvStore.set of existing keys, direct calls, ${keys} keys, ${valueSize} B values, ${ops} random keys per pass`,
-    '  op   untracked (no present test)   tracked (Access Tracker)   tracked/untracked   present tests/op   ns per test',
-    ...kvRows.map(
-      (r) =>
-        `  ${r.op}  ${`${(r.untrackedOpsPerSec / 1e3).toFixed(0)} k/s = ${r.untrackedNsPerOp.toFixed(0)} ns/op`.padStart(27)}   ${`${(r.trackedOpsPerSec / 1e3).toFixed(0)} k/s = ${r.trackedNsPerOp.toFixed(0)} ns/op`.padStart(24)}   ${r.trackedOverUntracked.toFixed(3).padStart(17)}   ${r.presentTestsPerOp.toFixed(1).padStart(16)}   ${r.nsPerPresentTest.toFixed(2).padStart(11)}`,
-    ),
-    ...kvRows.map(
-      (r) =>
-        `  ${r.op} spread over processes (k ops/s): untracked ${r.untrackedSpread}, tracked ${r.trackedSpread}`,
-    ),
-    `  by wall time instead (k ops/s): GET untracked ${wallKv('unchecked', 'wallGetOpsPerSec')}, tracked ${wallKv('tracked', 'wallGetOpsPerSec')}; SET untracked ${wallKv('unchecked', 'wallSetOpsPerSec')}, tracked ${wallKv('tracked', 'wallSetOpsPerSec')}`,
-    `  present tests per GET: ${counted.checksPerGet!.single.toFixed(1)} scalar + ${counted.checksPerGet!.ranges.toFixed(1)} range; per SET: ${counted.checksPerSet!.single.toFixed(1)} scalar + ${counted.checksPerSet!.ranges.toFixed(1)} range`,
-    '  (ns per test = (tracked - untracked ns/op) / tests per op: the difference of two noisy figures, small against either)',
+    uffd.ok
+      ? `Fault Tracker: userfaultfd works here (opened via ${uffd.via})`
+      : `Fault Tracker: userfaultfd is unavailable here (${uffd.reason}): A's fault variants ran on plain memory, B measured the Access Tracker only`,
   ];
+  if (steady.length > 0) {
+    lines.push(
+      '',
+      `A. Steady state, no migration: each tracker's heap as the application gets it, every page present. CPU time (user + system of the measuring process); medians over ${o.repeat} processes per variant (interleaved) of each process's median of ${o.passes} timed passes`,
+      ...steady.flatMap((section) => ['', ...section.lines]),
+    );
+  }
+  if (latency) lines.push('', ...latency.lines);
   const text = lines.join('\n');
   process.stdout.write(`${text}\n`);
-  fs.mkdirSync(raw.out, { recursive: true });
-  const file = path.join(raw.out, `tracker-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.mkdirSync(o.out, { recursive: true });
+  const file = path.join(o.out, `tracker-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  const { sections, ...options } = o;
   fs.writeFileSync(
     file,
     `${JSON.stringify(
       {
-        benchmark: 'access tracker overhead',
+        benchmark: 'trackers side by side',
         startedAt: startedAt.toISOString(),
-        options: { heapBytes, repeat, passes, keys, valueSize, ops },
+        options: { ...options, sections: [...sections] },
         machine: {
           cpuModel: os.cpus()[0]?.model,
           cpus: os.availableParallelism(),
           loadAvg: os.loadavg(),
           versions: { constmig: VERSION, ...process.versions },
         },
-        scan: {
-          medianCpuNsPerAccess: { plain, unchecked, tracked },
-          medianWallNsPerAccess: {
-            plain: wall('plain'),
-            unchecked: wall('unchecked'),
-            tracked: wall('tracked'),
-          },
-          processes: scan,
-        },
-        kv: { rows: kvRows, counted, processes: kv },
+        faultTracker: uffd.ok
+          ? { available: true, via: uffd.via }
+          : { available: false, reason: uffd.reason },
+        scan: scan?.json ?? null,
+        kv: kv?.json ?? null,
+        latency: latency?.json ?? null,
         text,
       },
       null,
@@ -463,7 +785,10 @@ async function parent(): Promise<void> {
 }
 
 if (process.argv[2] === '--child') {
-  child(JSON.parse(process.argv[3]!) as Spec);
+  child(JSON.parse(process.argv[3]!) as Spec).catch((err) => {
+    process.stderr.write(`bench:tracker child: error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
 } else {
   parent().catch((err) => {
     process.stderr.write(`bench:tracker: error: ${errorMessage(err)}\n`);
