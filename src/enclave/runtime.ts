@@ -83,7 +83,7 @@ export class EnclaveRuntime {
       let tracker: TrackerChoice | undefined;
       if (message.role.kind === 'incoming') {
         // Nothing may read the heap before its pages arrive and START is verified.
-        tracker = chooseTracker(message.role.tracker);
+        tracker = chooseTracker(message.role.tracker, this.tee);
         this.log.info({ tracker: tracker.kind, reason: tracker.reason }, 'tracker chosen');
         this.heap = SecureHeap.createIncoming(message.config.heapBytes, missCatcherFor(tracker.kind));
       } else {

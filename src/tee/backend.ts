@@ -55,6 +55,11 @@ export interface TeeBackend {
   readonly kind: TeeKind;
   readonly measurement: string;
   readonly secure: boolean;
+  /**
+   * Whether the kernel that runs this enclave process is inside the trust boundary, so that it may be
+   * trusted to hold back an access to a missing page (the Fault Tracker relies on it).
+   */
+  readonly kernelInTcb: boolean;
   describe(): string;
   /** Evidence binding exactly REPORT_DATA_BYTES of caller data. */
   report(reportData: Buffer): Evidence;

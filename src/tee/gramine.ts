@@ -82,6 +82,8 @@ function takeQuote(dir: string, reportData: Buffer): { raw: Buffer; quote: SgxQu
 export class GramineTee implements TeeBackend {
   readonly kind = 'gramine' as const;
   readonly secure = true as const;
+  /** SGX keeps the host kernel out: it must not be the one that decides a page has arrived. */
+  readonly kernelInTcb = false;
   readonly measurement: string;
   readonly #dir: string;
   readonly #debug: boolean;

@@ -71,6 +71,8 @@ export interface SimTeeOptions {
 export class SimTee implements TeeBackend {
   readonly kind = 'sim' as const;
   readonly secure = false;
+  /** An ordinary process: its kernel can read and change all of it anyway. */
+  readonly kernelInTcb = true;
   readonly #platformKey: KeyObject;
   readonly #identity: Pick<SimEvidence, 'platformKey' | 'root' | 'platformCert'>;
 

@@ -23,20 +23,32 @@ export class TrackerUnavailableError extends Error {
   override name = 'TrackerUnavailableError';
 }
 
-/** Decides the tracker on the destination itself, where the addon and the kernel are. */
-export function chooseTracker(request: TrackerRequest): TrackerChoice {
+/**
+ * Decides the tracker on the destination itself, where the addon and the kernel are. The Fault Tracker
+ * trusts the kernel to hold back an access to a missing page, so it is never chosen where the TEE
+ * leaves the kernel out (SGX).
+ */
+export function chooseTracker(
+  request: TrackerRequest,
+  tee: { kernelInTcb: boolean; describe(): string },
+): TrackerChoice {
+  const untrustedKernel = tee.kernelInTcb
+    ? null
+    : `the Fault Tracker would trust the kernel to hold back accesses to missing pages, and under ${tee.describe()} the kernel is outside the TEE`;
   switch (request) {
     case 'none':
       return { kind: null, reason: 'no post-copy: every page arrives before the application runs' };
     case 'access':
       return { kind: 'access', reason: 'asked for' };
     case 'fault': {
+      if (untrustedKernel) throw new TrackerUnavailableError(`${untrustedKernel}; use --tracker access`);
       const uffd = uffdAvailability();
       if (!uffd.ok)
         throw new TrackerUnavailableError(`the Fault Tracker is not available here: ${uffd.reason}`);
       return { kind: 'fault', reason: `asked for; userfaultfd opened via ${uffd.via}` };
     }
     case 'auto': {
+      if (untrustedKernel) return { kind: 'access', reason: untrustedKernel };
       const uffd = uffdAvailability();
       return uffd.ok
         ? { kind: 'fault', reason: `userfaultfd works here (via ${uffd.via})` }

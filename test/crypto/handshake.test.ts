@@ -133,6 +133,7 @@ function tamperingTee(inner: TeeBackend, tamper: (evidence: Evidence) => Evidenc
     kind: inner.kind,
     measurement: inner.measurement,
     secure: inner.secure,
+    kernelInTcb: inner.kernelInTcb,
     describe: () => inner.describe(),
     report: (reportData) => tamper(inner.report(reportData)),
   };
