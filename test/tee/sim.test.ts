@@ -160,7 +160,7 @@ describe('SimTee', () => {
 
   test('the private platform key is not reachable through the object', () => {
     const tee = newTee();
-    assert.deepEqual(Object.keys(tee).sort(), ['kind', 'measurement', 'secure']);
+    assert.deepEqual(Object.keys(tee).sort(), ['kernelInTcb', 'kind', 'measurement', 'secure']);
     assert.ok(!JSON.stringify(tee).includes('PRIVATE'));
   });
 });
