@@ -25,11 +25,10 @@ export type AppRequest =
   | { op: 'pause' }
   | { op: 'serve' }
   /** Attach the allocator and the application to a heap that arrived, and take its snapshot. */
-  | { op: 'restore'; snapshot: AppSnapshot }
+  /** `tracking`: misses wait for the I/O thread as the tracker's binding says, from before the restore on. */
+  | { op: 'restore'; snapshot: AppSnapshot; tracking: ThreadBinding | null }
   /** Dirty pages since the last take, and clear them: one pre-copy epoch, cut at a quiescent point. */
   | { op: 'take-dirty' }
-  /** Misses on this thread wait for the I/O thread as the tracker's binding says (trackers/attach.ts). */
-  | { op: 'track'; binding: ThreadBinding }
   | { op: 'untrack' }
   /** Source after START: clients go; the state stays, in case an ABORT brings the application back. */
   | { op: 'disconnect' }
@@ -41,11 +40,10 @@ export type AppRequest =
 export interface AppResults {
   'start-fresh': { stats: Record<string, number> };
   listen: Record<string, never>;
-  pause: { pausedAtMs: number; snapshot: AppSnapshot };
+  pause: { pausedAtMs: number; snapshot: AppSnapshot; words: Uint32Array };
   serve: { servingAtMs: number };
   restore: Record<string, never>;
   'take-dirty': { words: Uint32Array };
-  track: Record<string, never>;
   untrack: Record<string, never>;
   disconnect: Record<string, never>;
   reconnect: Record<string, never>;

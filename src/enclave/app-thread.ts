@@ -41,24 +41,24 @@ export class AppThread {
     await this.call({ op: 'listen' });
   }
 
-  pause(): Promise<AppResults['pause']> {
-    return this.call({ op: 'pause' });
+  async pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }> {
+    const { pausedAtMs, snapshot, words } = await this.call({ op: 'pause' });
+    return { pausedAtMs, snapshot, dirty: words };
   }
 
   serve(): Promise<AppResults['serve']> {
     return this.call({ op: 'serve' });
   }
 
-  async restore(snapshot: AppSnapshot): Promise<void> {
-    await this.call({ op: 'restore', snapshot });
+  async restore(
+    snapshot: AppSnapshot,
+    tracking?: { binding: ThreadBinding; transfer: readonly Transferable[] },
+  ): Promise<void> {
+    await this.call({ op: 'restore', snapshot, tracking: tracking?.binding ?? null }, tracking?.transfer);
   }
 
   async takeDirty(): Promise<Uint32Array> {
     return (await this.call({ op: 'take-dirty' })).words;
-  }
-
-  async track(binding: ThreadBinding, transfer: readonly Transferable[]): Promise<void> {
-    await this.call({ op: 'track', binding }, transfer);
   }
 
   async untrack(): Promise<void> {

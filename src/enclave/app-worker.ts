@@ -56,13 +56,16 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       await app.listen();
       listening = true;
       return {};
-    case 'pause':
+    case 'pause': {
       app.pause();
-      return { pausedAtMs: monotonicMs(), snapshot: app.snapshot() };
+      const pausedAtMs = monotonicMs();
+      return { pausedAtMs, snapshot: app.snapshot(), words: heap.dirty.take().words };
+    }
     case 'serve':
       app.serve();
       return { servingAtMs: monotonicMs() };
     case 'restore':
+      if (request.tracking) detachTracker = attachTracker(heap, request.tracking);
       allocator = HeapAllocator.attach(heap);
       app.restore(request.snapshot);
       return {};
@@ -70,9 +73,6 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       const { words } = heap.dirty.take();
       return { words };
     }
-    case 'track':
-      detachTracker = attachTracker(heap, request.binding);
-      return {};
     case 'untrack':
       detachTracker?.();
       detachTracker = undefined;

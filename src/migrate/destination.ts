@@ -279,13 +279,11 @@ export class IncomingMigration {
           haltApplication: () =>
             this.deps.app.halt('pages cannot be restored: the migration failed before they arrived'),
         });
-        const { binding, transfer } = this.tracker.bindThread();
-        await this.deps.app.track(binding, transfer);
         receiving = this.receiveUntilComplete(installer, policy, allocated!);
         // No waiting access may hang, or go on as if its page had come.
         receiving.catch(() => this.tracker!.fail());
       }
-      await this.deps.app.restore(parseSnapshot(start.snapshot));
+      await this.deps.app.restore(parseSnapshot(start.snapshot), this.tracker?.bindThread());
       // From here on this side serves: it must never mint an ABORT token again.
       this.phase = 'resumed';
       const { servingAtMs: resumedAtMs } = await this.deps.app.serve();

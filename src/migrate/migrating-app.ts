@@ -8,14 +8,24 @@ import type { ThreadBinding } from '../trackers/tracker.js';
  * pause or a dirty-page epoch never cuts a request in half.
  */
 export interface MigratingApp {
-  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot }>;
+  /**
+   * Stops at a quiescent point; with the snapshot come the pages written since the last takeDirty
+   * (the last epoch), in the same call: the blackout pays one round trip to the application thread,
+   * not two.
+   */
+  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }>;
   serve(): Promise<{ servingAtMs: number }>;
   /** Attaches the allocator and the application to a heap that arrived (may fault on missing pages). */
-  restore(snapshot: AppSnapshot): Promise<void>;
+  /**
+   * `tracking` (post-copy): the application thread is bound to the tracker first, in the same call,
+   * since restoring already faults (Tracker.bindThread).
+   */
+  restore(
+    snapshot: AppSnapshot,
+    tracking?: { binding: ThreadBinding; transfer: readonly Transferable[] },
+  ): Promise<void>;
   /** Pages written since the last call (bitmap words), cleared on the application thread. */
   takeDirty(): Promise<Uint32Array>;
-  /** Binds the application thread to the tracker (Tracker.bindThread). */
-  track(binding: ThreadBinding, transfer: readonly Transferable[]): Promise<void>;
   untrack(): Promise<void>;
   /** Stops the application thread at once (the Fault Tracker's way out when pages are lost). */
   halt(reason: string): void;

@@ -260,7 +260,7 @@ export async function migrateOut(
     const stoppedAtMs = paused_.pausedAtMs;
     phases.blackout = stoppedAtMs - t0;
     // After the pause nothing writes: this epoch is the last, and `allocated` is final.
-    const lastDirty = new PageBitmap(await app.takeDirty(), heap.pageCount);
+    const lastDirty = new PageBitmap(paused_.dirty, heap.pageCount);
     const { toMigrate, pending, allocatedPages, encoded } = blackoutSets(
       allocated,
       precopy?.current ?? null,

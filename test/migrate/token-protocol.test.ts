@@ -44,9 +44,13 @@ class RecordingApp implements MigratingApp {
     this.timesServed++;
     return Promise.resolve({ servingAtMs: monotonicMs() });
   }
-  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot }> {
+  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }> {
     this.running = false;
-    return Promise.resolve({ pausedAtMs: monotonicMs(), snapshot: { app: 'kv', totalCommands: 7 } });
+    return Promise.resolve({
+      pausedAtMs: monotonicMs(),
+      snapshot: { app: 'kv', totalCommands: 7 },
+      dirty: new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)),
+    });
   }
   restore(snapshot: AppSnapshot): Promise<void> {
     this.restored = snapshot;
@@ -54,9 +58,6 @@ class RecordingApp implements MigratingApp {
   }
   takeDirty(): Promise<Uint32Array> {
     return Promise.resolve(new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)));
-  }
-  track(): Promise<void> {
-    return Promise.reject(new Error('stop-and-copy does not track'));
   }
   untrack(): Promise<void> {
     return Promise.resolve();
