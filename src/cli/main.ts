@@ -4,6 +4,7 @@ import { MIGRATION_MODES } from '../migrate/modes.js';
 import { TRACKER_REQUESTS } from '../trackers/choice.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { VERSION } from '../version.js';
+import { benchCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
 import { DEFAULT_SIM_ROOT_KEY, hostCommand } from './commands/host.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -147,5 +148,23 @@ program
   .option('--timeline <file>', 'write the client throughput timeline (ops per 100 ms) as JSON')
   .option('--json', 'print one JSON report')
   .action(action(demoCommand));
+
+program
+  .command('bench')
+  .description(
+    'every migration mode side by side on two local hosts, same data, kv under load: medians, ratios, raw JSON',
+  )
+  .option('--quick', 'a short profile: 256MiB,1GiB, every variant once (a few minutes on 2 cores)')
+  .option('--sizes <list>', 'heap sizes, comma-separated (default 256MiB,1GiB,4GiB)')
+  .option('--modes <list>', `migration modes, comma-separated (default all: ${MIGRATION_MODES.join(',')})`)
+  .option(
+    '--trackers <list>',
+    'the trackers post-copy and hybrid run with, each in turn (default access,fault)',
+  )
+  .option('--repeat <n>', 'migrations per size and variant (default 3)')
+  .option('--no-verify', 'skip the end-to-end content digest (on by default)')
+  .option('--max-downtime <ms>', 'pre-copy and hybrid: the blackout the rounds aim for (default 300)')
+  .option('--out <dir>', 'where to write the raw JSON and the summary (default bench-results)')
+  .action(action(benchCommand));
 
 await program.parseAsync(process.argv);

@@ -142,6 +142,8 @@ describe('constmig CLI against real host daemons', () => {
       /--reconnect-timeout: '1.5' is not a whole number of ms/,
     );
     assertOneLineError(await migrate('--bandwidth', '1gbps'), /--bandwidth: ambiguous unit 'gbps'/);
+    assertOneLineError(await cli(['bench', '--sizes', 'lots'], env), /--sizes: malformed size 'lots'/);
+    assertOneLineError(await cli(['bench', '--modes', 'teleport'], env), /--modes: unknown mode 'teleport'/);
     assertOneLineError(
       await migrate('--tracker', 'magic'),
       /unknown tracker 'magic' \(available: auto, fault, access\)/,
@@ -297,4 +299,40 @@ test('constmig demo migrates under client load and verifies, with the throughput
   assert.ok(timeline.opsPer100ms.length * 100 > committed, 'the timeline runs past COMMIT');
   const total = timeline.opsPer100ms.reduce((a, b) => a + b, 0);
   assert.equal(total, report.demo.clientOps, 'every successful operation is in a bucket');
+});
+
+describe('constmig bench', () => {
+  test('a tiny run: every variant migrates verified, and the raw JSON and summary are written', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-bench-test-'));
+    try {
+      const run = await cli([
+        'bench',
+        '--sizes',
+        '16MiB',
+        '--modes',
+        'stop-and-copy,post-copy',
+        '--trackers',
+        'access',
+        '--repeat',
+        '1',
+        '--out',
+        out,
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /Post-copy by tracker/);
+      const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
+      assert.ok(json, 'no raw results written');
+      assert.ok(fs.existsSync(path.join(out, json.replace(/\.json$/, '.txt'))), 'no summary written');
+      const raw = JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as {
+        runs: { mode: string; tracker: string | null; report: { verified: boolean } }[];
+      };
+      assert.deepEqual(raw.runs.map((r) => `${r.mode}/${r.tracker}`).sort(), [
+        'post-copy/access',
+        'stop-and-copy/null',
+      ]);
+      assert.ok(raw.runs.every((r) => r.report.verified));
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
 });

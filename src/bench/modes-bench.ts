@@ -16,7 +16,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Command } from 'commander';
 import { throughputTimeline } from '../cli/commands/demo.js';
 import { requestMigration } from '../cli/commands/migrate.js';
 import { MigrationProgressView } from '../cli/migrate-progress.js';
@@ -46,7 +45,7 @@ import {
   variants,
 } from './summary.js';
 
-interface BenchOptions {
+export interface BenchOptions {
   sizes: number[];
   modes: MigrationMode[];
   trackers: TrackerKind[];
@@ -66,31 +65,27 @@ const LOAD_AFTER_MS = 1000;
 const LOAD_RECOVERY_MS = 10_000;
 const BINDS = [SOURCE_BIND, DESTINATION_BIND] as const;
 
-function parseOptions(): BenchOptions {
-  const raw = new Command('bench')
-    .description('all migration modes side by side, same data, per heap size')
-    .option('--sizes <list>', 'heap sizes, comma-separated', '256MiB,1GiB,4GiB')
-    .option('--modes <list>', 'migration modes, comma-separated', MIGRATION_MODES.join(','))
-    .option(
-      '--trackers <list>',
-      `destination trackers the modes with post-copy run with, each in turn (${TRACKER_KINDS.join(', ')})`,
-      TRACKER_KINDS.join(','),
-    )
-    .option('--repeat <n>', 'migrations per size and variant', '3')
-    .option('--no-verify', 'skip the end-to-end content digest (on by default)')
-    .option('--max-downtime <ms>', 'pre-copy and hybrid: the blackout the rounds aim for', '300')
-    .option('--out <dir>', 'where to write the raw JSON', 'bench-results')
-    .parse()
-    .opts<{
-      sizes: string;
-      modes: string;
-      trackers: string;
-      repeat: string;
-      verify: boolean;
-      maxDowntime: string;
-      out: string;
-    }>();
-  const sizes = [...new Set(raw.sizes.split(',').map((s) => parseSize(s)))].sort((a, b) => a - b);
+/** The options as typed on the command line (`constmig bench`, `npm run bench`). */
+export interface RawBenchOptions {
+  sizes: string;
+  modes: string;
+  trackers: string;
+  repeat: string;
+  verify: boolean;
+  maxDowntime: string;
+  out: string;
+}
+
+function sizeOf(text: string): number {
+  try {
+    return parseSize(text.trim());
+  } catch (err) {
+    throw new UserError(`--sizes: ${errorMessage(err)}`);
+  }
+}
+
+export function parseBenchOptions(raw: RawBenchOptions): BenchOptions {
+  const sizes = [...new Set(raw.sizes.split(',').map((s) => sizeOf(s)))].sort((a, b) => a - b);
   const modes = raw.modes.split(',').map((m) => m.trim());
   for (const mode of modes) {
     if (!isMigrationMode(mode))
@@ -288,8 +283,8 @@ const rotation = (all: readonly Variant[], repeat: number): Variant[] => {
   return [...all.slice(shift), ...all.slice(0, shift)];
 };
 
-async function main(): Promise<void> {
-  const options = parseOptions();
+/** Runs the benchmark; sets a non-zero exit code if a migration failed. */
+export async function runModesBench(options: BenchOptions): Promise<void> {
   const { sizes, modes, repeat } = options;
   let trackers = options.trackers;
   let faultSkipped: string | null = null;
@@ -474,8 +469,3 @@ async function main(): Promise<void> {
   fs.writeFileSync(rawFile.replace(/\.json$/, '.txt'), `${summary}\n`);
   if (failures.length || notes.length) process.exitCode = 1;
 }
-
-main().catch((err) => {
-  process.stderr.write(`bench: error: ${errorMessage(err)}\n`);
-  process.exit(1);
-});
