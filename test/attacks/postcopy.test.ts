@@ -7,7 +7,6 @@ import { countLostWrites, KvLoad } from '../../src/bench/kv-load.js';
 import { DESTINATION_BIND, SOURCE_BIND } from '../../src/bench/local-cluster.js';
 import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';
-import { uffdAvailability } from '../../src/native/uffd.js';
 import type { TrackerKind } from '../../src/trackers/tracker.js';
 import { HEADER_BYTES } from '../../src/wire/frame.js';
 import { type Action, type Attack, FORWARD, type FrameRelay } from '../helpers/frame-relay.js';
@@ -17,10 +16,12 @@ import {
   AttackBench,
   CONNECTION_LOST,
   type Expectation,
+  on,
   type KvUnderTest,
   SMALL_FILL,
   STREAMING_FILL,
 } from './harness.js';
+import { faultTrackerSkip } from '../helpers/fault-tracker.js';
 
 /**
  * The attack suite's relay against post-copy. Post-copy opens a second connection through the relay
@@ -56,10 +57,6 @@ class PostcopyBench extends AttackBench {
   }
 }
 
-const uffd = uffdAvailability();
-/** The Fault Tracker's cases skip, with the reason printed, where the kernel refuses userfaultfd. */
-const noFaultTracker = uffd.ok ? false : `Fault Tracker unavailable: ${uffd.reason}`;
-
 /** An attack on the `ordinal`-th frame of a role on one connection, in one direction. */
 function onConnection(
   connection: number,
@@ -68,13 +65,8 @@ function onConnection(
   action: Action,
   direction: Direction = 'to-destination',
 ): Attack {
-  return (frame) =>
-    frame.connection === connection &&
-    frame.direction === direction &&
-    frame.role === role &&
-    frame.ordinal === ordinal
-      ? action
-      : FORWARD;
+  const attack = on(role, ordinal, action, direction);
+  return (frame, relay) => (frame.connection === connection ? attack(frame, relay) : FORWARD);
 }
 
 /** The migration either failed before START, or sent START and was released by the destination's ABORT token. */
@@ -298,7 +290,7 @@ describe('a relay against post-copy', { timeout: 180_000 }, () => {
   }
 
   for (const tracker of ['access', 'fault'] as const) {
-    const skip = tracker === 'fault' && noFaultTracker;
+    const skip = tracker === 'fault' && faultTrackerSkip;
 
     test(
       `${tracker} tracker: a bit flipped in a bulk Pages frame after the destination resumed: incomplete, the source stays paused`,

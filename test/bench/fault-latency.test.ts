@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type FaultLatencyOptions, measureFaultLatency } from '../../src/bench/fault-latency.js';
-import { loadUffd, uffdAvailability } from '../../src/native/uffd.js';
+import { faultTrackerSkip, uffdRegionsOpen } from '../helpers/fault-tracker.js';
 
 /**
  * Section B of `npm run bench:tracker` (the fault latency at the application thread), run tiny through
@@ -10,8 +10,6 @@ import { loadUffd, uffdAvailability } from '../../src/native/uffd.js';
  * is not checked. The Fault Tracker's case is skipped, with the reason printed, where userfaultfd is
  * unavailable.
  */
-const availability = uffdAvailability();
-if (!availability.ok) console.log(`Fault Tracker latency case skipped: ${availability.reason}`);
 
 const READS = 50;
 const WARMUP = 5;
@@ -42,17 +40,11 @@ describe('fault latency benchmark, tiny', { timeout: 60_000 }, () => {
 
   test(
     'Fault Tracker, idle I/O thread; no userfaultfd region is left open',
-    {
-      skip: availability.ok ? false : availability.reason,
-    },
+    { skip: faultTrackerSkip },
     async () => {
-      const regions = () => {
-        const load = loadUffd();
-        return load.ok ? load.addon.regions() : 0;
-      };
-      const before = regions();
+      const before = uffdRegionsOpen();
       await measureIdle('fault');
-      assert.equal(regions(), before);
+      assert.equal(uffdRegionsOpen(), before);
     },
   );
 

@@ -11,9 +11,9 @@ import { requestMigration } from '../../src/cli/commands/migrate.js';
 import { MigrationProgressView } from '../../src/cli/migrate-progress.js';
 import type { EnclaveInfo } from '../../src/host/api-schema.js';
 import type { MigrationReport } from '../../src/migrate/report.js';
-import { uffdAvailability } from '../../src/native/uffd.js';
 import type { TrackerKind } from '../../src/trackers/tracker.js';
 import { FollowingClient, KvModel, ModelWorker, recordFill, Rng } from '../helpers/kv-model.js';
+import { faultTrackerSkip } from '../helpers/fault-tracker.js';
 
 /**
  * Model-based test of live migration: a kv enclave filled with tens of thousands of 1 KiB values
@@ -27,9 +27,6 @@ import { FollowingClient, KvModel, ModelWorker, recordFill, Rng } from '../helpe
  */
 
 const MiB = 2 ** 20;
-const uffd = uffdAvailability();
-/** The Fault Tracker's cases skip, with the reason printed, where the kernel refuses userfaultfd. */
-const noFaultTracker = uffd.ok ? false : `Fault Tracker unavailable: ${uffd.reason}`;
 const HEAP_BYTES = 64 * MiB;
 /**
  * A bit over half the heap. The workload replaces 1 KiB fill values with values of up to 9 KB, and slab
@@ -166,7 +163,7 @@ describe(
     }
 
     for (const tracker of ['access', 'fault'] as const) {
-      const skip = tracker === 'fault' && noFaultTracker;
+      const skip = tracker === 'fault' && faultTrackerSkip;
       test(
         `post-copy, ${tracker} tracker: every reply before, during and after matches the model`,
         { skip },

@@ -15,10 +15,10 @@ import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';
 import type { MigrationMode } from '../../src/migrate/modes.js';
 import type { MigrationReport } from '../../src/migrate/report.js';
-import { uffdAvailability } from '../../src/native/uffd.js';
 import type { TrackerKind } from '../../src/trackers/tracker.js';
 import type { HostPort } from '../../src/util/address.js';
 import { encodeCommand, type Reply, RespTestClient } from '../helpers/resp-test-client.js';
+import { faultTrackerSkip } from '../helpers/fault-tracker.js';
 
 /**
  * Every migration mode end to end through two host daemons, under a client load (KvLoad) whose
@@ -27,9 +27,6 @@ import { encodeCommand, type Reply, RespTestClient } from '../helpers/resp-test-
  */
 
 const MiB = 2 ** 20;
-const uffd = uffdAvailability();
-/** The Fault Tracker's cases skip, with the reason printed, where the kernel refuses userfaultfd. */
-const noFaultTracker = uffd.ok ? false : `Fault Tracker unavailable: ${uffd.reason}`;
 
 interface Place {
   host: HostDaemon;
@@ -298,7 +295,7 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
 
     test(
       'post-copy with the Fault Tracker: verified, no write lost, faults caught by the kernel',
-      { skip: noFaultTracker },
+      { skip: faultTrackerSkip },
       async () => {
         const report = await move('post-copy', 'fault');
         assertPostcopy(report, 'fault');
@@ -318,7 +315,7 @@ describe('live migration modes end to end', { timeout: 180_000 }, () => {
     for (const tracker of ['access', 'fault'] as const) {
       test(
         `hybrid (${tracker} tracker): verified, no write lost, at most two rounds then post-copy`,
-        { skip: tracker === 'fault' && noFaultTracker },
+        { skip: tracker === 'fault' && faultTrackerSkip },
         async () => {
           const report = await move('hybrid', tracker);
           assert.ok(report.precopyRounds >= 1 && report.precopyRounds <= 2, `${report.precopyRounds} rounds`);

@@ -2,24 +2,23 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { PAGE_SIZE } from '../../src/heap/constants.js';
 import { PageBitmap } from '../../src/heap/page-bitmap.js';
-import { uffdAvailability } from '../../src/native/uffd.js';
 import { pattern } from '../heap/heap-fixtures.js';
-import { page, TrackerBench, trackerCompliance, uffdRegionsOpen } from './tracker-compliance.js';
+import { faultTrackerSkip, uffdRegionsOpen } from '../helpers/fault-tracker.js';
+import { page, TrackerBench, trackerCompliance } from './tracker-compliance.js';
 
 /**
  * The Fault Tracker passes the same compliance suite as the Access Tracker, over userfaultfd memory
  * whose accessors test nothing. Skipped, with the reason printed, where the addon is missing or the
  * kernel refuses userfaultfd (CI runs as root, where it is allowed).
  */
-const availability = uffdAvailability();
-const skip = availability.ok ? false : availability.reason;
-if (!availability.ok) console.log(`Fault Tracker tests skipped: ${availability.reason}`);
+// The compliance suite is registered only where it can run, so say why it is missing elsewhere.
+if (faultTrackerSkip) console.log(faultTrackerSkip);
 
 const factory = { name: 'Fault Tracker', catcher: 'userfaultfd' } as const;
 
-if (availability.ok) trackerCompliance(factory);
+if (!faultTrackerSkip) trackerCompliance(factory);
 
-describe('Fault Tracker: what only it does', { skip }, () => {
+describe('Fault Tracker: what only it does', { skip: faultTrackerSkip }, () => {
   let bench: TrackerBench | undefined;
   afterEach(async () => {
     await bench?.close();

@@ -5,9 +5,9 @@ import { Worker } from 'node:worker_threads';
 import { PAGE_SIZE } from '../../src/heap/constants.js';
 import { PageBitmap } from '../../src/heap/page-bitmap.js';
 import { type MissCatcher, SecureHeap } from '../../src/heap/secure-heap.js';
-import { loadUffd } from '../../src/native/uffd.js';
 import type { Tracker } from '../../src/trackers/tracker.js';
 import { trackerFor } from '../../src/trackers/tracker-for.js';
+import { uffdRegionsOpen } from '../helpers/fault-tracker.js';
 import { pattern } from '../heap/heap-fixtures.js';
 import type { Scalar, TrackerWorkerData, WorkerCommand, WorkerReply } from './fixtures/tracker-worker.js';
 
@@ -261,12 +261,6 @@ export class TrackerBench {
 }
 
 export const page = (n: number, offset = 0): number => n * PAGE_SIZE + offset;
-
-/** userfaultfd regions open in this process (0 without the addon): for leak checks. */
-export function uffdRegionsOpen(): number {
-  const load = loadUffd();
-  return load.ok ? load.addon.regions() : 0;
-}
 
 function requestedPages(requests: readonly SeenRequest[]): Set<number> {
   const pages = new Set<number>();
