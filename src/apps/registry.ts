@@ -1,17 +1,35 @@
 import type { AppContext, EnclaveApp } from './app.js';
 import { createKvApp } from './kv/kv-app.js';
+import { createMicro } from './workloads/micro.js';
+import type { WorkloadSpec } from './workloads/workload.js';
+import { WorkloadApp } from './workloads/workload-app.js';
+
+/**
+ * The benchmark workloads (src/apps/workloads), each served over RESP by WorkloadApp. The order is
+ * fixed: a workload's position is the kind code its heap carries.
+ */
+export const WORKLOADS = {
+  micro: {
+    create: createMicro,
+    summary: "random u32 reads and writes over the whole heap (the paper's microbenchmark)",
+    opsPerRequest: 8192,
+    defaultWriteShare: 0.5,
+  },
+} as const satisfies Record<string, WorkloadSpec>;
+export type WorkloadKind = keyof typeof WORKLOADS;
+export const WORKLOAD_KINDS = Object.keys(WORKLOADS) as WorkloadKind[];
 
 /** Applications the enclave runtime can host; each can fill itself to a size for demos and benchmarks. */
-export const APP_KINDS = ['kv'] as const;
-export type AppKind = (typeof APP_KINDS)[number];
+export const APP_KINDS = ['kv', ...WORKLOAD_KINDS] as const;
+export type AppKind = 'kv' | WorkloadKind;
 
 export interface MigratableApp extends EnclaveApp {
   fill(targetBytes: number): { keys: number; bytes: number };
 }
 
+export const isWorkloadKind = (kind: string): kind is WorkloadKind => Object.hasOwn(WORKLOADS, kind);
+
 export function createApp(kind: AppKind, ctx: AppContext): MigratableApp {
-  switch (kind) {
-    case 'kv':
-      return createKvApp(ctx);
-  }
+  if (kind === 'kv') return createKvApp(ctx);
+  return new WorkloadApp(kind, WORKLOAD_KINDS.indexOf(kind) + 1, ctx, WORKLOADS[kind].create);
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { APP_KINDS } from '../apps/registry.js';
 import { MIGRATION_MODES } from '../migrate/modes.js';
 import { TRACKER_REQUESTS, trackerChoice } from '../trackers/choice.js';
 
@@ -9,7 +10,7 @@ import { TRACKER_REQUESTS, trackerChoice } from '../trackers/choice.js';
  */
 
 const appConfig = z.strictObject({
-  app: z.literal('kv'),
+  app: z.enum(APP_KINDS),
   heapBytes: z.number().int().positive(),
   port: z.number().int().min(0).max(65535),
   bindAddress: z.string().min(1),

@@ -1,3 +1,4 @@
+import type { AppKind } from '../apps/registry.js';
 import type { EnclaveInfo, EnclaveState } from './api-schema.js';
 import type { EnclaveProcess } from './enclave-process.js';
 
@@ -5,7 +6,7 @@ import type { EnclaveProcess } from './enclave-process.js';
 export interface EnclaveRecord {
   id: string;
   name: string;
-  app: 'kv';
+  app: AppKind;
   heapBytes: number;
   port: number;
   state: EnclaveState;

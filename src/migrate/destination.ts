@@ -11,6 +11,7 @@ import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
+import { latencyHistogram } from '../trackers/demand-latency.js';
 import type { Tracker, TrackerStats } from '../trackers/tracker.js';
 import { trackerFor } from '../trackers/tracker-for.js';
 import { monotonicMs } from '../util/clock.js';
@@ -525,6 +526,7 @@ function summarise(stats: TrackerStats | null): ControlOf<'commit'>['faults'] {
     p50Us: at(0.5),
     p99Us: at(0.99),
     maxUs: sorted.at(-1) ?? 0,
+    histogram: latencyHistogram(sorted),
   };
 }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FAULT_HISTOGRAM_BUCKETS } from '../trackers/demand-latency.js';
 import { MIGRATION_MODES } from './modes.js';
 
 /**
@@ -100,6 +101,8 @@ export const controlMessage = z.discriminatedUnion('t', [
         p50Us: z.number().nonnegative(),
         p99Us: z.number().nonnegative(),
         maxUs: z.number().nonnegative(),
+        /** Faults per latency bucket: bucket i holds [2^i, 2^(i+1)) µs (the first also below 1 µs). */
+        histogram: z.array(z.number().int().nonnegative()).max(FAULT_HISTOGRAM_BUCKETS),
       })
       .nullable(),
     token,

@@ -57,7 +57,7 @@ export interface MigrationReport {
    * Post-copy: from the wait reaching the destination's I/O thread to its pages being installed, in
    * microseconds; null without post-copy faults (trackers/tracker.ts, TrackerStats).
    */
-  faultLatencyUs: { p50: number; p99: number; max: number } | null;
+  faultLatencyUs: { p50: number; p99: number; max: number; histogram: number[] } | null;
   /** Which tracker caught the misses (null without post-copy). */
   tracker: string | null;
   /** Why the destination uses that tracker (its host's word, for the operator); null without post-copy. */

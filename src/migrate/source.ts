@@ -365,7 +365,12 @@ export async function migrateOut(
       demandFaults: reply.faults?.count ?? 0,
       faultLatencyUs:
         reply.faults && reply.faults.count > 0
-          ? { p50: reply.faults.p50Us, p99: reply.faults.p99Us, max: reply.faults.maxUs }
+          ? {
+              p50: reply.faults.p50Us,
+              p99: reply.faults.p99Us,
+              max: reply.faults.maxUs,
+              histogram: reply.faults.histogram,
+            }
           : null,
       tracker: reply.faults?.tracker ?? null,
       postcopyMs: hasPostcopy(req.mode) ? committedAtMs - startSentAtMs : null,

@@ -1,6 +1,19 @@
 import type { PageBitmap } from '../heap/page-bitmap.js';
 import type { TrackerKind, TrackerStats } from './tracker.js';
 
+/** Power-of-two latency buckets: 1 µs to 2^23 µs (8 s) and above. */
+export const FAULT_HISTOGRAM_BUCKETS = 24;
+
+/** Counts per bucket i = [2^i, 2^(i+1)) µs; latencies under 1 µs count in bucket 0, above 2^23 in the last. */
+export function latencyHistogram(latenciesUs: readonly number[]): number[] {
+  const counts = new Array<number>(FAULT_HISTOGRAM_BUCKETS).fill(0);
+  for (const us of latenciesUs) {
+    const bucket = us < 1 ? 0 : Math.min(FAULT_HISTOGRAM_BUCKETS - 1, Math.floor(Math.log2(us)));
+    counts[bucket]!++;
+  }
+  return counts;
+}
+
 /** Fault latencies kept per migration; beyond this the count still grows but no sample is kept. */
 const MAX_SAMPLES = 1_000_000;
 

@@ -13,6 +13,7 @@ import {
 import type { ThroughputTimeline } from '../../src/cli/commands/demo.js';
 import type { MigrationReport } from '../../src/migrate/report.js';
 import type { TrackerKind } from '../../src/trackers/tracker.js';
+import { latencyHistogram } from '../../src/trackers/demand-latency.js';
 
 /**
  * A first bucket of connection warm-up, 1000 ops/s until the migration request (1000 ms) and on to
@@ -142,7 +143,10 @@ function run(
       mode,
       tracker,
       downtimeMs,
-      faultLatencyUs: faultP50Us === null ? null : { p50: faultP50Us, p99: faultP50Us, max: faultP50Us },
+      faultLatencyUs:
+        faultP50Us === null
+          ? null
+          : { p50: faultP50Us, p99: faultP50Us, max: faultP50Us, histogram: latencyHistogram([faultP50Us]) },
     },
     load: { ops: 0, errors: 0, reconnects: 0, clientGapMs: 0, ackedKeysChecked: 0, lostWrites: 0 },
     contention: { loadAvg1: 0, cpuPressureSomePct: null },

@@ -1,11 +1,9 @@
-import net from 'node:net';
 import type { HeapAllocator } from '../../heap/allocator.js';
 import type { AppContext, AppSnapshot, EnclaveApp } from '../app.js';
-import { type CommandContext, type CommandOutcome, executeCommand } from './commands.js';
-import { ClientConnection, type ConnectionHost } from './connection.js';
+import { RespServer } from '../resp-server.js';
+import { type CommandContext, executeCommand } from './commands.js';
 import { fillStore } from './fill.js';
 import { KvStore } from './kv-store.js';
-import type { ReplyWriter } from './resp.js';
 
 /**
  * The kv application: a Redis-protocol server whose data lives in the SecureHeap.
@@ -23,22 +21,18 @@ export function createKvApp(ctx: AppContext): KvApp {
   return new KvServer(ctx);
 }
 
-/** `holding`: connections are accepted and their input kept, but nothing runs (before serve, or paused). */
-type Phase = 'holding' | 'serving' | 'closed';
-
-class KvServer implements KvApp, ConnectionHost {
+class KvServer implements KvApp {
   readonly kind = 'kv';
-  private phase: Phase = 'holding';
   private store: KvStore | null = null;
-  private server: net.Server | null = null;
-  private readonly connections = new Set<ClientConnection>();
+  private readonly server: RespServer;
   private readonly startedAtMs = Date.now();
-  private totalCommands = 0;
-  private totalConnections = 0;
+  /** Commands run before this process took the application over (from the snapshot). */
+  private carriedCommands = 0;
   private readonly commandContext: CommandContext;
 
   constructor(private readonly ctx: AppContext) {
     const requireStore = () => this.requireStore();
+    this.server = new RespServer(ctx, 'kv', (args, out) => executeCommand(this.commandContext, args, out));
     this.commandContext = {
       get store(): KvStore {
         return requireStore();
@@ -51,20 +45,19 @@ class KvServer implements KvApp, ConnectionHost {
       facts: () => ({
         port: this.boundPort,
         startedAtMs: this.startedAtMs,
-        connectedClients: this.connections.size,
-        totalConnections: this.totalConnections,
+        connectedClients: this.server.connectedClients,
+        totalConnections: this.server.totalConnections,
         totalCommands: this.totalCommands,
       }),
     };
   }
 
-  get serving(): boolean {
-    return this.phase === 'serving';
+  get boundPort(): number {
+    return this.server.boundPort;
   }
 
-  get boundPort(): number {
-    const address = this.server?.address();
-    return address && typeof address === 'object' ? address.port : this.ctx.port;
+  private get totalCommands(): number {
+    return this.carriedCommands + this.server.totalCommands;
   }
 
   format(): void {
@@ -77,7 +70,7 @@ class KvServer implements KvApp, ConnectionHost {
       throw new Error('kv: the snapshot is not a kv snapshot');
     }
     this.store = KvStore.attach(this.ctx.heap, this.ctx.allocator);
-    this.totalCommands = totalCommands;
+    this.carriedCommands = totalCommands;
   }
 
   snapshot(): AppSnapshot {
@@ -85,53 +78,32 @@ class KvServer implements KvApp, ConnectionHost {
   }
 
   listen(): Promise<void> {
-    if (this.server) return Promise.reject(new Error('kv: already listening'));
-    const { bindAddress, port } = this.ctx;
-    const server = net.createServer((socket) => this.accept(socket));
-    return new Promise((resolve, reject) => {
-      const failed = (err: NodeJS.ErrnoException): void => {
-        server.close();
-        reject(listenError(err, bindAddress, port));
-      };
-      server.once('error', failed);
-      server.listen({ host: bindAddress, port }, () => {
-        server.off('error', failed);
-        server.on('error', (err) => this.ctx.log('kv listener error', { err: err.message }));
-        this.server = server;
-        this.ctx.log('kv listening', { address: bindAddress, port: this.boundPort });
-        resolve();
-      });
-    });
+    return this.server.listen();
   }
 
   serve(): void {
-    if (this.phase === 'closed') throw new Error('kv: serve() after close()');
     this.requireStore();
-    this.phase = 'serving';
-    // Requests that arrived while holding are answered now, before anything newer.
-    for (const connection of this.connections) connection.process();
+    this.server.serve();
   }
 
   pause(): void {
-    if (this.phase === 'serving') this.phase = 'holding';
+    this.server.pause();
   }
 
-  async disconnect(): Promise<void> {
-    for (const connection of this.connections) connection.destroy();
-    this.connections.clear();
-    const server = this.server;
-    this.server = null;
-    if (!server) return;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+  disconnect(): Promise<void> {
+    return this.server.disconnect();
   }
 
-  async close(): Promise<void> {
-    this.phase = 'closed';
-    await this.disconnect();
+  close(): Promise<void> {
+    return this.server.close();
   }
 
   stats(): Record<string, number> {
-    return { keys: this.store?.size ?? 0, clients: this.connections.size, commands: this.totalCommands };
+    return {
+      keys: this.store?.size ?? 0,
+      clients: this.server.connectedClients,
+      commands: this.totalCommands,
+    };
   }
 
   fill(targetBytes: number): { keys: number; bytes: number } {
@@ -139,42 +111,8 @@ class KvServer implements KvApp, ConnectionHost {
     return { keys, bytes };
   }
 
-  execute(args: Buffer[], out: ReplyWriter): CommandOutcome {
-    this.totalCommands++;
-    try {
-      return executeCommand(this.commandContext, args, out);
-    } catch (err) {
-      // A fault of the server, not of the request: the client gets an error, the server goes on.
-      const message = err instanceof Error ? err.message : String(err);
-      this.ctx.log('kv command failed', { err: message });
-      out.error(`ERR internal error: ${message}`);
-      return 'continue';
-    }
-  }
-
-  closed(connection: ClientConnection): void {
-    this.connections.delete(connection);
-  }
-
-  private accept(socket: net.Socket): void {
-    if (this.phase === 'closed') {
-      socket.destroy();
-      return;
-    }
-    this.totalConnections++;
-    const connection = new ClientConnection(socket, this);
-    this.connections.add(connection);
-  }
-
   private requireStore(): KvStore {
     if (!this.store) throw new Error('kv: the store is neither formatted nor restored');
     return this.store;
   }
-}
-
-function listenError(err: NodeJS.ErrnoException, host: string, port: number): Error {
-  const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  if (err.code === 'EADDRINUSE') return new Error(`port ${address} is already in use`);
-  if (err.code === 'EADDRNOTAVAIL') return new Error(`address ${host} is not available on this host`);
-  return new Error(`cannot listen on ${address}: ${err.message}`);
 }

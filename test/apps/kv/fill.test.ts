@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { fillStore } from '../../../src/apps/kv/fill.js';
 import { KvStore } from '../../../src/apps/kv/kv-store.js';
 import { PAGE_SIZE } from '../../../src/heap/constants.js';
-import { freshHeap } from './heap-fixtures.js';
+import { freshHeap } from '../../helpers/app-heap.js';
 
 const MiB = 2 ** 20;
 

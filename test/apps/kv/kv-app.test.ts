@@ -3,7 +3,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { AppContext } from '../../../src/apps/app.js';
 import { createKvApp, type KvApp } from '../../../src/apps/kv/kv-app.js';
-import { copyAllocatedPages, freshHeap } from './heap-fixtures.js';
+import { copyAllocatedPages, freshHeap } from '../../helpers/app-heap.js';
 import { encodeCommand, RespErrorReply, RespTestClient } from '../../helpers/resp-test-client.js';
 
 const MiB = 2 ** 20;

@@ -5,7 +5,7 @@ import { murmur3 } from '../../../src/apps/kv/hash.js';
 import { KvFormatError, KvValueError } from '../../../src/apps/kv/kv-errors.js';
 import { KV_ROOT_SLOT, KvStore } from '../../../src/apps/kv/kv-store.js';
 import { HeapFullError } from '../../../src/heap/allocator.js';
-import { copyAllocatedPages, freshHeap } from './heap-fixtures.js';
+import { copyAllocatedPages, freshHeap } from '../../helpers/app-heap.js';
 
 const MiB = 2 ** 20;
 const INT64_MAX = 2n ** 63n - 1n;

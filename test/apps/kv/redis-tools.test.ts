@@ -3,7 +3,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { createKvApp, type KvApp } from '../../../src/apps/kv/kv-app.js';
-import { freshHeap } from './heap-fixtures.js';
+import { freshHeap } from '../../helpers/app-heap.js';
 
 /**
  * The kv application driven by the real Redis clients. The app runs in this process, so the clients

@@ -1,5 +1,5 @@
-import { HeapAllocator } from '../../../src/heap/allocator.js';
-import { SecureHeap } from '../../../src/heap/secure-heap.js';
+import { HeapAllocator } from '../../src/heap/allocator.js';
+import { SecureHeap } from '../../src/heap/secure-heap.js';
 
 export function freshHeap(bytes: number): { heap: SecureHeap; allocator: HeapAllocator } {
   const heap = SecureHeap.create(bytes);
