@@ -70,11 +70,18 @@ export class RespServer implements ConnectionHost {
     });
   }
 
+  /**
+   * Serves from now on. Requests that arrived while holding run on the next turn of the event loop,
+   * before anything that arrives later: the application serves from this instant (where a migration's
+   * downtime ends), and a first request slowed by post-copy faults shows in the clients' gap, not
+   * hidden inside serve().
+   */
   serve(): void {
     if (this.phase === 'closed') throw new Error(`${this.name}: serve() after close()`);
     this.phase = 'serving';
-    // Requests that arrived while holding are answered now, before anything newer.
-    for (const connection of this.connections) connection.process();
+    setImmediate(() => {
+      for (const connection of this.connections) connection.process();
+    });
   }
 
   pause(): void {

@@ -1,35 +1,39 @@
 /**
- * Migration benchmark: every migration mode side by side in one run, on the same data. The modes with
- * post-copy run once per destination tracker (--trackers), so a variant is a mode, or a mode and a
- * tracker. For each heap size it starts two host daemons (LocalCluster), fills one kv enclave once,
- * and migrates that enclave back and forth between the hosts, the variants interleaved round-robin
- * (each repetition runs every variant once, starting one variant later than the previous repetition)
- * so that drift on a noisy machine hits all variants alike. A client load (KvLoad) runs during every
- * migration, so that pre-copy sees a dirty rate and post-copy demand faults, and its throughput before,
- * during and after post-copy is what the trackers are compared by. Prints medians per size x variant
- * and the ratios, and writes every report to bench-results/.
+ * The migration benchmark (`constmig bench`): every workload x heap size x migration mode side by
+ * side in one run. The modes with post-copy run once per destination tracker (--trackers), so a
+ * variant is a mode, or a mode and a tracker. For each workload and heap size it starts two host
+ * daemons (LocalCluster), fills one enclave once, and migrates it back and forth between the hosts,
+ * the variants interleaved round-robin (each repetition runs every variant once, starting one variant
+ * later than the previous repetition) so that drift on a noisy machine hits all variants alike. The
+ * workload's client load runs during every migration, so that pre-copy sees a dirty rate and post-copy
+ * demand faults, and its throughput before, during and after is recorded. Prints medians per workload x
+ * size x variant and writes one results JSON (schema 2) to --out.
  *
- *   npm run bench -- --sizes 256MiB,1GiB,4GiB --modes stop-and-copy,pre-copy,post-copy,hybrid --repeat 3
+ *   npm run bench -- --workloads kv,micro --sizes 256MiB,1GiB --repeat 3
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { WORKLOADS } from '../apps/registry.js';
 import { throughputTimeline } from '../cli/commands/demo.js';
 import { requestMigration } from '../cli/commands/migrate.js';
 import { MigrationProgressView } from '../cli/migrate-progress.js';
 import type { EnclaveInfo } from '../host/api-schema.js';
 import type { HostDaemon } from '../host/daemon.js';
 import type { MigrationReport } from '../migrate/report.js';
-import { hasPostcopy, isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migrate/modes.js';
+import { hasPostcopy } from '../migrate/modes.js';
 import { uffdAvailability } from '../native/uffd.js';
-import { TRACKER_KINDS, type TrackerKind } from '../trackers/tracker.js';
+import type { HostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage, UserError } from '../util/errors.js';
-import { formatBytes, parseSize } from '../util/size.js';
+import { formatBytes } from '../util/size.js';
 import { VERSION } from '../version.js';
-import { countLostWrites, KvLoad } from './kv-load.js';
+import type { BenchOptions, WorkloadChoice } from './bench-options.js';
+import type { LoadResult } from './load/following-load.js';
+import { countLostWrites, KvLoad } from './load/kv-load.js';
+import { verifyWorkload, WorkloadLoad } from './load/workload-load.js';
 import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from './local-cluster.js';
 import { measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
 import {
@@ -45,15 +49,10 @@ import {
   variants,
 } from './summary.js';
 
-export interface BenchOptions {
-  sizes: number[];
-  modes: MigrationMode[];
-  trackers: TrackerKind[];
-  repeat: number;
-  verify: boolean;
-  maxDowntimeMs: number;
-  out: string;
-}
+export { parseBenchOptions, type BenchOptions, type RawBenchOptions } from './bench-options.js';
+
+/** The version of the results JSON's layout (2: workloads; 1 had kv only and no `schema`). */
+export const RESULTS_SCHEMA = 2;
 
 /**
  * The client load runs this long before the migration is requested, and this long after it is served
@@ -64,56 +63,6 @@ const LOAD_AFTER_MS = 1000;
 /** After the report, wait at most this long for the client to be served again at the destination. */
 const LOAD_RECOVERY_MS = 10_000;
 const BINDS = [SOURCE_BIND, DESTINATION_BIND] as const;
-
-/** The options as typed on the command line (`constmig bench`, `npm run bench`). */
-export interface RawBenchOptions {
-  sizes: string;
-  modes: string;
-  trackers: string;
-  repeat: string;
-  verify: boolean;
-  maxDowntime: string;
-  out: string;
-}
-
-function sizeOf(text: string): number {
-  try {
-    return parseSize(text.trim());
-  } catch (err) {
-    throw new UserError(`--sizes: ${errorMessage(err)}`);
-  }
-}
-
-export function parseBenchOptions(raw: RawBenchOptions): BenchOptions {
-  const sizes = [...new Set(raw.sizes.split(',').map((s) => sizeOf(s)))].sort((a, b) => a - b);
-  const modes = raw.modes.split(',').map((m) => m.trim());
-  for (const mode of modes) {
-    if (!isMigrationMode(mode))
-      throw new UserError(`--modes: unknown mode '${mode}' (available: ${MIGRATION_MODES.join(', ')})`);
-  }
-  const trackers = [...new Set(raw.trackers.split(',').map((t) => t.trim()))];
-  for (const tracker of trackers) {
-    if (!(TRACKER_KINDS as readonly string[]).includes(tracker))
-      throw new UserError(
-        `--trackers: unknown tracker '${tracker}' (available: ${TRACKER_KINDS.join(', ')})`,
-      );
-  }
-  const repeat = Number(raw.repeat);
-  if (!(Number.isInteger(repeat) && repeat >= 1))
-    throw new UserError(`--repeat: '${raw.repeat}' is not 1 or more`);
-  const maxDowntimeMs = Number(raw.maxDowntime);
-  if (!(Number.isInteger(maxDowntimeMs) && maxDowntimeMs >= 1))
-    throw new UserError(`--max-downtime: '${raw.maxDowntime}' is not a whole number of ms`);
-  return {
-    sizes,
-    modes: modes as MigrationMode[],
-    trackers: trackers as TrackerKind[],
-    repeat,
-    verify: raw.verify,
-    maxDowntimeMs,
-    out: raw.out,
-  };
-}
 
 function machineFacts() {
   let commit: string | null = null;
@@ -151,9 +100,10 @@ class Eta {
   private fillMs = 0;
   private fillBytes = 0;
 
+  /** `steps`: the heap size of each workload x size step, in the order they run. */
   constructor(
-    private readonly sizes: readonly number[],
-    private readonly runsPerSize: number,
+    private readonly steps: readonly number[],
+    private readonly runsPerStep: number,
   ) {}
 
   ran(heapBytes: number, ms: number): void {
@@ -166,21 +116,54 @@ class Eta {
     this.fillBytes += heapBytes;
   }
 
-  /** ms left, given the size being measured and how many of its runs are done; null before any run. */
-  remainingMs(sizeIndex: number, runsDoneAtSize: number): number | null {
+  /** ms left, given the step being measured and how many of its runs are done; null before any run. */
+  remainingMs(step: number, runsDone: number): number | null {
     if (this.runBytes === 0) return null;
     const perRunByte = this.runMs / this.runBytes;
     const perFillByte = this.fillBytes ? this.fillMs / this.fillBytes : 0;
-    let ms = (this.runsPerSize - runsDoneAtSize) * this.sizes[sizeIndex]! * perRunByte;
-    for (const size of this.sizes.slice(sizeIndex + 1)) {
-      ms += size * (perFillByte + this.runsPerSize * perRunByte);
-    }
+    let ms = (this.runsPerStep - runsDone) * this.steps[step]! * perRunByte;
+    for (const size of this.steps.slice(step + 1)) ms += size * (perFillByte + this.runsPerStep * perRunByte);
     return ms;
   }
 }
 
+/** The client load of a workload, and how what it saw is checked after the migration. */
+interface BenchLoad {
+  load: KvLoad | WorkloadLoad;
+  /** Acknowledged work checked at the destination, and how much of it was lost. */
+  check(at: HostPort): Promise<{ checked: number; lost: number; detail: string | null }>;
+}
+
+function loadFor(workload: WorkloadChoice, enclave: EnclaveInfo, endpoints: HostPort[]): BenchLoad {
+  if (workload.kind === 'kv') {
+    const keys = enclave.stats.keys ?? 0;
+    const load = new KvLoad(endpoints, {
+      keySpace: Math.max(keys, 1),
+      filledKeys: keys,
+      writeShare: workload.writeShare,
+    });
+    return {
+      load,
+      check: async (at) => ({ ...(await countLostWrites(load, at)), detail: null }),
+    };
+  }
+  const load = new WorkloadLoad(endpoints, WORKLOADS[workload.kind].opsPerRequest, workload.writeShare);
+  return {
+    load,
+    async check(at) {
+      const verified = await verifyWorkload(at);
+      const lost = load.discontinuities + (verified.match ? 0 : 1);
+      const detail = lost
+        ? `${load.discontinuities} replies did not continue the operation count; VERIFY ${verified.match ? 'matched' : 'FAILED'} (${verified.detail})`
+        : null;
+      return { checked: 1, lost, detail };
+    },
+  };
+}
+
 type MigrateOutcome =
-  { ok: true; run: Omit<MigrationRun, 'index' | 'repeat'> } | { ok: false; error: string };
+  | { ok: true; run: Omit<MigrationRun, 'index' | 'repeat'>; lostDetail: string | null }
+  | { ok: false; error: string };
 
 /** One migration of the enclave from hosts[from] to the other host, with the client load around it. */
 async function migrateOnce(
@@ -188,11 +171,12 @@ async function migrateOnce(
   hosts: readonly [HostDaemon, HostDaemon],
   from: 0 | 1,
   enclave: EnclaveInfo,
+  workload: WorkloadChoice,
   { mode, tracker }: Variant,
   options: BenchOptions,
 ): Promise<MigrateOutcome> {
   const to = (1 - from) as 0 | 1;
-  const load = new KvLoad([
+  const { load, check } = loadFor(workload, enclave, [
     { host: BINDS[from], port: enclave.port },
     { host: BINDS[to], port: enclave.port },
   ]);
@@ -226,13 +210,15 @@ async function migrateOnce(
   for (let waited = 0; load.sinceLastSuccess() > 20 && waited < LOAD_RECOVERY_MS; waited += 10)
     await sleep(10);
   await sleep(LOAD_AFTER_MS);
-  const loadResult = await load.stop();
-  const readBack = await countLostWrites(load, { host: BINDS[to], port: enclave.port });
+  const loadResult: LoadResult = await load.stop();
+  const checked = await check({ host: BINDS[to], port: enclave.port });
   report.clientGapMs = loadResult.clientGapMs;
   const timeline = throughputTimeline(loadResult, requestedAtMs - load.startedAtMs, report);
   return {
     ok: true,
+    lostDetail: checked.detail,
     run: {
+      workload: workload.label,
       heapBytes: enclave.heapBytes,
       mode,
       tracker,
@@ -245,8 +231,8 @@ async function migrateOnce(
         errors: loadResult.errors,
         reconnects: loadResult.reconnects,
         clientGapMs: loadResult.clientGapMs,
-        ackedKeysChecked: readBack.checked,
-        lostWrites: readBack.lost,
+        ackedKeysChecked: checked.checked,
+        lostWrites: checked.lost,
       },
       timeline,
       client: clientThroughput(timeline, hasPostcopy(mode)),
@@ -283,9 +269,30 @@ const rotation = (all: readonly Variant[], repeat: number): Variant[] => {
   return [...all.slice(shift), ...all.slice(0, shift)];
 };
 
-/** Runs the benchmark; sets a non-zero exit code if a migration failed. */
-export async function runModesBench(options: BenchOptions): Promise<void> {
-  const { sizes, modes, repeat } = options;
+/** What the benchmark has gathered so far; written out after every run. */
+interface Gathered {
+  runs: MigrationRun[];
+  failures: FailedRun[];
+  fills: { workload: string; heapBytes: number; fillMs: number; items: number; allocatedBytes: number }[];
+  notes: string[];
+}
+
+/** The medians and ratios of one workload's runs. */
+function workloadSummary(options: BenchOptions, measured: readonly Variant[], all: Gathered, label: string) {
+  const cells = summarise(
+    options.sizes,
+    measured,
+    all.runs.filter((r) => r.workload === label),
+    all.failures.filter((f) => f.workload === label),
+  );
+  return { workload: label, cells, ratios: ratios(cells, options.sizes) };
+}
+
+/** Runs the benchmark; sets a non-zero exit code if a migration failed. Returns the results file. */
+export async function runModesBench(options: BenchOptions): Promise<string> {
+  const { sizes, modes, repeat, workloads } = options;
+  if (options.link !== null)
+    throw new UserError('--link: shaped links between network namespaces are not available in this version');
   let trackers = options.trackers;
   let faultSkipped: string | null = null;
   if (trackers.includes('fault') && modes.some(hasPostcopy)) {
@@ -301,7 +308,7 @@ export async function runModesBench(options: BenchOptions): Promise<void> {
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:.]/g, '-');
   fs.mkdirSync(options.out, { recursive: true });
-  const rawFile = path.join(options.out, `modes-${stamp}.json`);
+  const rawFile = path.join(options.out, `bench-${stamp}.json`);
 
   const machine = machineFacts();
   const machineLine = `machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${formatBytes(machine.totalMemBytes)}, Node ${process.versions.node}; load average at start ${machine.loadAvgAtStart.map((l) => l.toFixed(2)).join(' ')}`;
@@ -312,97 +319,96 @@ export async function runModesBench(options: BenchOptions): Promise<void> {
    * RSS as the floor of its own peak RSS (getrusage maxRSS survives fork and exec on Linux).
    */
   let limits: PhysicalLimits | null = null;
-
-  const runs: MigrationRun[] = [];
-  const failures: FailedRun[] = [];
-  const fills: { heapBytes: number; fillMs: number; keys: number; allocatedBytes: number }[] = [];
-  const notes: string[] = [];
+  const all: Gathered = { runs: [], failures: [], fills: [], notes: [] };
   const writeRaw = (complete: boolean) => {
-    const cells = summarise(sizes, measured, runs, failures);
     const raw = {
-      benchmark: 'migration modes side by side',
+      benchmark: 'constmig bench',
+      schema: RESULTS_SCHEMA,
       complete,
       startedAt: startedAt.toISOString(),
       writtenAt: new Date().toISOString(),
       argv: process.argv.slice(2),
+      profile: options.profile,
       options,
+      link: { kind: 'loopback', rate: null, rateBytesPerSec: null },
+      machine: { ...machine, limits, loadAvgNow: os.loadavg() },
+      workloads,
       variants: measured,
       faultSkipped,
-      machine: { ...machine, limits, loadAvgNow: os.loadavg() },
-      fills,
-      medians: cells,
-      ratios: ratios(cells, sizes),
-      notes,
-      failures,
-      runs,
+      fills: all.fills,
+      medians: workloads.map((w) => workloadSummary(options, measured, all, w.label)),
+      notes: all.notes,
+      failures: all.failures,
+      runs: all.runs,
     };
     fs.writeFileSync(rawFile, `${JSON.stringify(raw, null, 2)}\n`);
   };
 
-  const total = sizes.length * measured.length * repeat;
-  const eta = new Eta(sizes, measured.length * repeat);
+  const steps = workloads.flatMap((workload) => sizes.map((heapBytes) => ({ workload, heapBytes })));
+  const runsPerStep = measured.length * repeat;
+  const total = steps.length * runsPerStep;
+  const eta = new Eta(
+    steps.map((s) => s.heapBytes),
+    runsPerStep,
+  );
   const t0 = monotonicMs();
   let index = 0;
-  for (const [sizeIndex, heapBytes] of sizes.entries()) {
+  for (const [step, { workload, heapBytes }] of steps.entries()) {
     const cluster = await LocalCluster.start('constmig-bench-');
     let keepLogs = false;
+    const name = `${workload.label} ${formatBytes(heapBytes)}`;
     try {
       const hosts = [cluster.source, cluster.destination] as const;
       const port = await freePortOnBoth();
-      process.stderr.write(
-        `${formatBytes(heapBytes)}: starting kv and filling it (logs in ${cluster.dir})…\n`,
-      );
+      process.stderr.write(`${name}: starting and filling (logs in ${cluster.dir})…\n`);
       const fillStart = monotonicMs();
       const enclave = await cluster.client(hosts[0]).call<EnclaveInfo>('POST', '/v1/enclaves', {
-        app: 'kv',
+        app: workload.kind,
         heapBytes,
         port,
         fillBytes: heapBytes,
       });
       const fillMs = monotonicMs() - fillStart;
       eta.filled(heapBytes, fillMs);
-      fills.push({
-        heapBytes,
-        fillMs,
-        keys: enclave.stats.keys ?? 0,
-        allocatedBytes: enclave.stats.allocatedBytes ?? 0,
-      });
+      const items = enclave.stats.keys ?? enclave.stats.items ?? 0;
+      const allocatedBytes = enclave.stats.allocatedBytes ?? 0;
+      all.fills.push({ workload: workload.label, heapBytes, fillMs, items, allocatedBytes });
       process.stderr.write(
-        `${formatBytes(heapBytes)}: ${enclave.stats.keys ?? 0} keys, ${formatBytes(enclave.stats.allocatedBytes ?? 0)} allocated in ${duration(fillMs)}\n`,
+        `${name}: ${items} items, ${formatBytes(allocatedBytes)} allocated in ${duration(fillMs)}\n`,
       );
       let at: 0 | 1 = 0;
-      let doneAtSize = 0;
-      sizeLoop: for (let rep = 1; rep <= repeat; rep++) {
+      let doneAtStep = 0;
+      stepLoop: for (let rep = 1; rep <= repeat; rep++) {
         for (const variant of rotation(measured, rep)) {
           index++;
           const stepStart = monotonicMs();
-          const outcome = await migrateOnce(cluster, hosts, at, enclave, variant, options);
-          const stepMs = monotonicMs() - stepStart;
-          eta.ran(heapBytes, stepMs);
-          doneAtSize++;
-          const head = `[${String(index).padStart(String(total).length)}/${total}] ${formatBytes(heapBytes)} ${variantLabel(variant)} rep ${rep}/${repeat} ${BINDS[at]}->${BINDS[1 - at]}:`;
+          const outcome = await migrateOnce(cluster, hosts, at, enclave, workload, variant, options);
+          eta.ran(heapBytes, monotonicMs() - stepStart);
+          doneAtStep++;
+          const head = `[${String(index).padStart(String(total).length)}/${total}] ${name} ${variantLabel(variant)} rep ${rep}/${repeat} ${BINDS[at]}->${BINDS[1 - at]}:`;
           let line: string;
           if (outcome.ok) {
             const { report, load } = outcome.run;
-            runs.push({ ...outcome.run, index, repeat: rep });
+            all.runs.push({ ...outcome.run, index, repeat: rep });
             const faults = report.faultLatencyUs
               ? `faults ${report.demandFaults} (p50 ${report.faultLatencyUs.p50.toFixed(0)} µs, p99 ${report.faultLatencyUs.p99.toFixed(0)} µs)`
               : `faults ${report.demandFaults}`;
             const rounds = report.precopyRounds ? `, ${report.precopyRounds} rounds` : '';
-            const checks = `${options.verify ? (report.verified ? 'verified' : 'NOT VERIFIED') : 'verify off'}, ${load.lostWrites} lost writes`;
+            const checks = `${options.verify ? (report.verified ? 'verified' : 'NOT VERIFIED') : 'verify off'}, ${load.lostWrites} lost`;
             const { cpuPressureSomePct: cpuWait } = outcome.run.contention;
             const wait = cpuWait === null ? '' : `, CPU wait ${cpuWait.toFixed(0)} %`;
             const { beforeOpsPerSec, duringOpsPerSec, afterOpsPerSec } = outcome.run.client;
-            const client = `client ops/s before ${fixed(beforeOpsPerSec)} during ${fixed(duringOpsPerSec)} after ${fixed(afterOpsPerSec)}`;
+            const client = `ops/s before ${fixed(beforeOpsPerSec)} during ${fixed(duringOpsPerSec)} after ${fixed(afterOpsPerSec)}`;
             line = `${head} downtime ${report.downtimeMs.toFixed(1)} ms, gap ${load.clientGapMs.toFixed(0)} ms, total ${report.totalMs.toFixed(0)} ms${rounds}, ${faults}, ${client}, ${checks}${wait}`;
             if ((options.verify && !report.verified) || load.lostWrites > 0) {
               keepLogs = true;
-              notes.push(`${head} ${checks}`);
+              all.notes.push(`${head} ${checks}${outcome.lostDetail ? `: ${outcome.lostDetail}` : ''}`);
             }
             at = (1 - at) as 0 | 1;
           } else {
             keepLogs = true;
-            failures.push({
+            all.failures.push({
+              workload: workload.label,
               heapBytes,
               ...variant,
               repeat: rep,
@@ -413,17 +419,15 @@ export async function runModesBench(options: BenchOptions): Promise<void> {
             line = `${head} FAILED: ${outcome.error}`;
             const where = await locate(cluster, hosts, enclave.id);
             if (where === null) {
-              notes.push(
-                `${formatBytes(heapBytes)}: the enclave serves on neither host after a failure; size abandoned`,
-              );
-              process.stderr.write(`${line}\n  the enclave serves on neither host: abandoning this size\n`);
-              index += measured.length * repeat - doneAtSize;
+              all.notes.push(`${name}: the enclave serves on neither host after a failure; abandoned`);
+              process.stderr.write(`${line}\n  the enclave serves on neither host: abandoning ${name}\n`);
+              index += runsPerStep - doneAtStep;
               writeRaw(false);
-              break sizeLoop;
+              break stepLoop;
             }
             at = where;
           }
-          const left = eta.remainingMs(sizeIndex, doneAtSize);
+          const left = eta.remainingMs(step, doneAtStep);
           process.stderr.write(
             `${line} | ${duration(monotonicMs() - t0)} elapsed, ETA ${left === null ? '?' : `~${duration(left)}`}\n`,
           );
@@ -431,7 +435,7 @@ export async function runModesBench(options: BenchOptions): Promise<void> {
         }
       }
     } finally {
-      // Closed (enclave processes gone) before the next size starts: two 4 GiB heaps are ~8-9 GiB RSS.
+      // Closed (enclave processes gone) before the next step: two 8 GiB heaps are ~17 GiB RSS.
       await cluster.close(keepLogs);
       if (keepLogs) process.stderr.write(`logs kept in ${cluster.dir}\n`);
     }
@@ -440,32 +444,39 @@ export async function runModesBench(options: BenchOptions): Promise<void> {
   process.stderr.write('measuring this machine (AES-256-GCM, SHA-256, memcpy)…\n');
   limits = measurePhysicalLimits();
   writeRaw(true);
-  const cells = summarise(sizes, measured, runs, failures);
   const summary = [
-    `constmig bench, ${startedAt.toISOString()}: ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on`,
+    `constmig bench, ${startedAt.toISOString()}: ${workloads.map((w) => w.label).join(', ')} x ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on`,
     ...(faultSkipped ? [faultSkipped] : []),
     machineLine,
     `this machine, measured after the migrations: AES-256-GCM ${limits.aesGcmMBps.toFixed(0)} MB/s (one core, ${limits.recordBytes / 1024} KiB records), SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s; load average at the end ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
-    '',
-    renderSummary(cells, ratios(cells, sizes), sizes),
-    ...(failures.length
+    ...workloads.flatMap((w) => {
+      const { cells, ratios: r } = workloadSummary(options, measured, all, w.label);
+      return [
+        '',
+        `== ${w.label}: ${w.summary}, write share ${w.writeShare}`,
+        '',
+        renderSummary(cells, r, sizes),
+      ];
+    }),
+    ...(all.failures.length
       ? [
           '',
-          `FAILED migrations: ${failures.length}`,
-          ...failures.map(
+          `FAILED migrations: ${all.failures.length}`,
+          ...all.failures.map(
             (f) =>
-              `  ${formatBytes(f.heapBytes)} ${variantLabel(f)} rep ${f.repeat}: ${f.error} (logs: ${f.logsKeptIn})`,
+              `  ${f.workload} ${formatBytes(f.heapBytes)} ${variantLabel(f)} rep ${f.repeat}: ${f.error} (logs: ${f.logsKeptIn})`,
           ),
         ]
       : []),
-    ...(notes.length ? ['', 'Notes:', ...notes.map((n) => `  ${n}`)] : []),
+    ...(all.notes.length ? ['', 'Notes:', ...all.notes.map((n) => `  ${n}`)] : []),
     '',
     `raw results: ${rawFile} (${duration(monotonicMs() - t0)} in all)`,
   ].join('\n');
   process.stdout.write(`${summary}\n`);
   fs.writeFileSync(rawFile.replace(/\.json$/, '.txt'), `${summary}\n`);
-  if (failures.length || notes.length) process.exitCode = 1;
+  if (all.failures.length || all.notes.length) process.exitCode = 1;
+  return rawFile;
 }

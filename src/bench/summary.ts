@@ -70,6 +70,8 @@ const quotient = (a: number | null, b: number | null): number | null =>
 
 /** What the benchmark keeps of one migration: the whole report plus what the client load saw. */
 export interface MigrationRun extends Variant {
+  /** The workload's label (bench-options.ts WorkloadChoice). */
+  workload: string;
   heapBytes: number;
   /** 1-based repetition this run belongs to. */
   repeat: number;
@@ -85,7 +87,12 @@ export interface MigrationRun extends Variant {
     errors: number;
     reconnects: number;
     clientGapMs: number;
+    /** kv: acknowledged keys read back; a workload: 1 (one VERIFY at the end). */
     ackedKeysChecked: number;
+    /**
+     * Acknowledged work that did not survive: kv, keys whose read-back value is not the last
+     * acknowledged one; a workload, replies whose operation count did not continue, plus 1 if VERIFY failed.
+     */
     lostWrites: number;
   };
   /**
@@ -100,6 +107,7 @@ export interface MigrationRun extends Variant {
 }
 
 export interface FailedRun extends Variant {
+  workload: string;
   heapBytes: number;
   repeat: number;
   index: number;

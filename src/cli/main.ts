@@ -4,7 +4,7 @@ import { MIGRATION_MODES } from '../migrate/modes.js';
 import { TRACKER_REQUESTS } from '../trackers/choice.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { VERSION } from '../version.js';
-import { benchCommand } from './commands/bench.js';
+import { ALL_WORKLOADS, benchCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
 import { DEFAULT_SIM_ROOT_KEY, hostCommand } from './commands/host.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -152,19 +152,31 @@ program
 program
   .command('bench')
   .description(
-    'every migration mode side by side on two local hosts, same data, kv under load: medians, ratios, raw JSON',
+    'workloads x heap sizes x migration modes side by side on two local hosts, under client load: medians, ratios, results JSON',
   )
-  .option('--quick', 'a short profile: 256MiB,1GiB, every variant once (a few minutes on 2 cores)')
+  .option(
+    '--quick',
+    'short profile: every workload and variant once at 64MiB,256MiB (within 10 minutes on 2 cores)',
+  )
+  .option('--full', 'long profile: every workload and variant at 64MiB,1GiB,8GiB (about an hour and more)')
+  .option(
+    '--workloads <list>',
+    `comma-separated, each NAME or NAME:WRITE_SHARE (default ${ALL_WORKLOADS}; kv alone is YCSB-B, 5 % writes)`,
+  )
   .option('--sizes <list>', 'heap sizes, comma-separated (default 256MiB,1GiB,4GiB)')
   .option('--modes <list>', `migration modes, comma-separated (default all: ${MIGRATION_MODES.join(',')})`)
   .option(
     '--trackers <list>',
     'the trackers post-copy and hybrid run with, each in turn (default access,fault)',
   )
-  .option('--repeat <n>', 'migrations per size and variant (default 3)')
+  .option('--repeat <n>', 'migrations per workload, size and variant (default 3; --quick, --full: 1)')
   .option('--no-verify', 'skip the end-to-end content digest (on by default)')
   .option('--max-downtime <ms>', 'pre-copy and hybrid: the blackout the rounds aim for (default 300)')
-  .option('--out <dir>', 'where to write the raw JSON and the summary (default bench-results)')
+  .option(
+    '--link <rate>',
+    'hosts in two network namespaces joined by a link shaped to this rate, e.g. 10gbit',
+  )
+  .option('--out <dir>', 'where to write the results JSON and the summary (default bench-results)')
   .action(action(benchCommand));
 
 await program.parseAsync(process.argv);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { countLostWrites, KvLoad } from '../../src/bench/kv-load.js';
+import { countLostWrites, KvLoad } from '../../src/bench/load/kv-load.js';
 import { DESTINATION_BIND, SOURCE_BIND } from '../../src/bench/local-cluster.js';
 import type { EnclaveInfo, MigrateRequest } from '../../src/host/api-schema.js';
 import type { HostDaemon } from '../../src/host/daemon.js';

@@ -131,6 +131,7 @@ function run(
     afterVsBefore: 0.9,
   };
   return {
+    workload: 'kv',
     heapBytes: 2 ** 28,
     mode,
     tracker,

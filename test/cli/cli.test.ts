@@ -145,6 +145,16 @@ describe('constmig CLI against real host daemons', () => {
     assertOneLineError(await cli(['bench', '--sizes', 'lots'], env), /--sizes: malformed size 'lots'/);
     assertOneLineError(await cli(['bench', '--modes', 'teleport'], env), /--modes: unknown mode 'teleport'/);
     assertOneLineError(
+      await cli(['bench', '--workloads', 'kv,sort'], env),
+      /--workloads: unknown workload 'sort'/,
+    );
+    assertOneLineError(
+      await cli(['bench', '--workloads', 'micro:2'], env),
+      /--workloads: 'micro:2': the write share must be a number from 0 to 1/,
+    );
+    assertOneLineError(await cli(['bench', '--link', 'fast'], env), /--link: 'fast' is not a rate/);
+    assertOneLineError(await cli(['bench', '--quick', '--full'], env), /--quick and --full: choose one/);
+    assertOneLineError(
       await migrate('--tracker', 'magic'),
       /unknown tracker 'magic' \(available: auto, fault, access\)/,
     );
@@ -307,6 +317,8 @@ describe('constmig bench', () => {
     try {
       const run = await cli([
         'bench',
+        '--workloads',
+        'kv,micro:0.3',
         '--sizes',
         '16MiB',
         '--modes',
@@ -324,13 +336,23 @@ describe('constmig bench', () => {
       assert.ok(json, 'no raw results written');
       assert.ok(fs.existsSync(path.join(out, json.replace(/\.json$/, '.txt'))), 'no summary written');
       const raw = JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as {
-        runs: { mode: string; tracker: string | null; report: { verified: boolean } }[];
+        schema: number;
+        runs: {
+          workload: string;
+          mode: string;
+          tracker: string | null;
+          report: { verified: boolean };
+          load: { ops: number; lostWrites: number };
+        }[];
       };
-      assert.deepEqual(raw.runs.map((r) => `${r.mode}/${r.tracker}`).sort(), [
-        'post-copy/access',
-        'stop-and-copy/null',
+      assert.equal(raw.schema, 2);
+      assert.deepEqual(raw.runs.map((r) => `${r.workload} ${r.mode}/${r.tracker}`).sort(), [
+        'kv post-copy/access',
+        'kv stop-and-copy/null',
+        'micro:0.3 post-copy/access',
+        'micro:0.3 stop-and-copy/null',
       ]);
-      assert.ok(raw.runs.every((r) => r.report.verified));
+      assert.ok(raw.runs.every((r) => r.report.verified && r.load.ops > 0 && r.load.lostWrites === 0));
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { countLostWrites, KvLoad, type LoadResult } from '../../src/bench/kv-load.js';
+import { countLostWrites, KvLoad, type LoadResult } from '../../src/bench/load/kv-load.js';
 import {
   DESTINATION_BIND,
   freePortOnBoth,

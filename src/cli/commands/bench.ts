@@ -1,32 +1,49 @@
+import { WORKLOAD_KINDS } from '../../apps/registry.js';
 import { parseBenchOptions, type RawBenchOptions, runModesBench } from '../../bench/modes-bench.js';
+import { UserError } from '../../util/errors.js';
 
-export interface BenchCommandOptions extends Partial<RawBenchOptions> {
+export interface BenchCommandOptions extends Partial<Omit<RawBenchOptions, 'profile' | 'link'>> {
   quick?: boolean;
+  full?: boolean;
+  link?: string;
   verify: boolean;
 }
 
-/** What `--quick` sets, unless given: two sizes, every variant once (a few minutes on 2 cores). */
-const QUICK = { sizes: '256MiB,1GiB', repeat: '1' } as const;
+/** Every workload: kv under YCSB-B (95 % reads) and YCSB-A (50/50), then the benchmark workloads. */
+export const ALL_WORKLOADS = ['kv', 'kv:0.5', ...WORKLOAD_KINDS].join(',');
+
+/** What each profile sets, unless given. */
+const PROFILES = {
+  /** Every workload and variant once at two small sizes: within 10 minutes on 2 cores. */
+  quick: { sizes: '64MiB,256MiB', repeat: '1' },
+  /** Up to 8 GiB, as docs/results.md is made. */
+  full: { sizes: '64MiB,1GiB,8GiB', repeat: '1' },
+  custom: { sizes: '256MiB,1GiB,4GiB', repeat: '3' },
+} as const;
 const DEFAULTS = {
-  sizes: '256MiB,1GiB,4GiB',
+  workloads: ALL_WORKLOADS,
   modes: 'stop-and-copy,pre-copy,post-copy,hybrid',
   trackers: 'access,fault',
-  repeat: '3',
   maxDowntime: '300',
   out: 'bench-results',
 } as const;
 
-/** `constmig bench`: every migration mode (and tracker) side by side, same data (src/bench/modes-bench.ts). */
+/** `constmig bench`: workloads x sizes x migration modes (and trackers) side by side (src/bench/modes-bench.ts). */
 export async function benchCommand(options: BenchCommandOptions): Promise<void> {
-  const profile = options.quick ? { ...DEFAULTS, ...QUICK } : DEFAULTS;
+  if (options.quick && options.full) throw new UserError('--quick and --full: choose one profile');
+  const profile = options.quick ? 'quick' : options.full ? 'full' : 'custom';
+  const defaults = { ...DEFAULTS, ...PROFILES[profile] };
   await runModesBench(
     parseBenchOptions({
-      sizes: options.sizes ?? profile.sizes,
-      modes: options.modes ?? profile.modes,
-      trackers: options.trackers ?? profile.trackers,
-      repeat: options.repeat ?? profile.repeat,
-      maxDowntime: options.maxDowntime ?? profile.maxDowntime,
-      out: options.out ?? profile.out,
+      profile,
+      workloads: options.workloads ?? defaults.workloads,
+      sizes: options.sizes ?? defaults.sizes,
+      modes: options.modes ?? defaults.modes,
+      trackers: options.trackers ?? defaults.trackers,
+      repeat: options.repeat ?? defaults.repeat,
+      maxDowntime: options.maxDowntime ?? defaults.maxDowntime,
+      link: options.link ?? null,
+      out: options.out ?? defaults.out,
       verify: options.verify,
     }),
   );

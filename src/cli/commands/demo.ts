@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { countLostWrites, KvLoad, type LoadResult } from '../../bench/kv-load.js';
+import { countLostWrites, KvLoad, type LoadResult } from '../../bench/load/kv-load.js';
 import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from '../../bench/local-cluster.js';
 import type { EnclaveInfo } from '../../host/api-schema.js';
 import type { MigrationReport } from '../../migrate/report.js';
@@ -55,10 +55,15 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
       `kv ${enclave.id}: ${enclave.stats.keys ?? 0} keys, ${formatBytes(enclave.stats.allocatedBytes ?? 0)} allocated; TEE ${enclave.tee}`,
     );
 
-    const load = new KvLoad([
-      { host: SOURCE_BIND, port },
-      { host: DESTINATION_BIND, port },
-    ]);
+    const keys = enclave.stats.keys ?? 0;
+    // YCSB-B: 95 % GETs, zipfian over the filled keys.
+    const load = new KvLoad(
+      [
+        { host: SOURCE_BIND, port },
+        { host: DESTINATION_BIND, port },
+      ],
+      { keySpace: Math.max(keys, 1), filledKeys: keys, writeShare: 0.05 },
+    );
     load.start();
     await sleep(500);
 
