@@ -26,7 +26,7 @@ const CHILDREN = KEYS + INNER_CAPACITY;
 export const BULK_LEAF_ENTRIES = Math.floor(LEAF_CAPACITY * 0.9);
 const BULK_INNER_CHILDREN = Math.floor((INNER_CAPACITY + 1) * 0.9);
 
-/** The tree's descriptor block: u32 words. */
+/** The tree's descriptor block: u32 fields, by word. */
 const Descriptor = {
   magic: 0,
   root: 1,
@@ -35,8 +35,8 @@ const Descriptor = {
   leaves: 4,
   innerNodes: 5,
   firstLeaf: 6,
-  bytes: 32,
 } as const;
+const DESCRIPTOR_BYTES = 32;
 const DESCRIPTOR_MAGIC = 0x42545245; // 'BTRE'
 
 /** upsert's answer when the key was new. */
@@ -90,7 +90,7 @@ export class BPlusTree {
   ): BPlusTree {
     if (!(Number.isSafeInteger(entryCount) && entryCount >= 1 && entryCount < 2 ** 32))
       throw new RangeError(`btree: cannot bulk-load ${entryCount} entries`);
-    const address = allocator.alloc(Descriptor.bytes);
+    const address = allocator.alloc(DESCRIPTOR_BYTES);
     const tree = new BPlusTree(heap, allocator, address, options);
     const leafCount = Math.ceil(entryCount / BULK_LEAF_ENTRIES);
     let pages: number[] = [];
@@ -133,14 +133,13 @@ export class BPlusTree {
       firstKeys = parentKeys;
       height++;
     }
-    const d = tree.descriptor(true);
-    d[Descriptor.magic] = DESCRIPTOR_MAGIC;
-    d[Descriptor.root] = pages[0]!;
-    d[Descriptor.height] = height;
-    d[Descriptor.entries] = entryCount;
-    d[Descriptor.leaves] = leafCount;
-    d[Descriptor.innerNodes] = innerNodes;
-    d[Descriptor.firstLeaf] = tree.firstLeafOf(pages[0]!);
+    tree.setField(Descriptor.magic, DESCRIPTOR_MAGIC);
+    tree.setField(Descriptor.root, pages[0]!);
+    tree.setField(Descriptor.height, height);
+    tree.setField(Descriptor.entries, entryCount);
+    tree.setField(Descriptor.leaves, leafCount);
+    tree.setField(Descriptor.innerNodes, innerNodes);
+    tree.setField(Descriptor.firstLeaf, tree.firstLeafOf(pages[0]!));
     return tree;
   }
 
@@ -151,17 +150,16 @@ export class BPlusTree {
     options: BPlusTreeOptions = {},
   ): BPlusTree {
     const tree = new BPlusTree(heap, allocator, address, options);
-    if (tree.descriptor(false)[Descriptor.magic] !== DESCRIPTOR_MAGIC) throw damaged('no tree descriptor');
+    if (tree.field(Descriptor.magic) !== DESCRIPTOR_MAGIC) throw damaged('no tree descriptor');
     return tree;
   }
 
   stats(): { entries: number; height: number; leaves: number; innerNodes: number } {
-    const d = this.descriptor(false);
     return {
-      entries: d[Descriptor.entries]!,
-      height: d[Descriptor.height]!,
-      leaves: d[Descriptor.leaves]!,
-      innerNodes: d[Descriptor.innerNodes]!,
+      entries: this.field(Descriptor.entries),
+      height: this.field(Descriptor.height),
+      leaves: this.field(Descriptor.leaves),
+      innerNodes: this.field(Descriptor.innerNodes),
     };
   }
 
@@ -190,7 +188,7 @@ export class BPlusTree {
     const fresh = this.reservePages();
     if (!fresh) return NO_ROOM;
     this.insertAt(slot, key, value, fresh);
-    this.descriptor(true)[Descriptor.entries]!++;
+    this.setField(Descriptor.entries, this.field(Descriptor.entries) + 1);
     return INSERTED;
   }
 
@@ -238,9 +236,9 @@ export class BPlusTree {
    * the leaves are out of order or their number or entries disagree with the descriptor.
    */
   forEach(visit: (key: number, value: number) => void): void {
-    const d = this.descriptor(false);
-    const leaves = d[Descriptor.leaves]!;
-    let page = d[Descriptor.firstLeaf]!;
+    const leaves = this.field(Descriptor.leaves);
+    const recordedEntries = this.field(Descriptor.entries);
+    let page = this.field(Descriptor.firstLeaf);
     let seen = 0;
     let entries = 0;
     let last = -1;
@@ -258,15 +256,14 @@ export class BPlusTree {
       entries += count;
       page = leaf[NEXT]!;
     }
-    if (seen !== leaves || entries !== d[Descriptor.entries])
-      throw damaged(`${seen} leaves and ${entries} entries found, ${leaves} and ${d[Descriptor.entries]} recorded`);
+    if (seen !== leaves || entries !== recordedEntries)
+      throw damaged(`${seen} leaves and ${entries} entries found, ${leaves} and ${recordedEntries} recorded`);
   }
 
   /** The leaf page where `key` belongs (callers open it with leaf(), which checks it); records the path for an insert. */
   private descend(key: number): number {
-    const d = this.descriptor(false);
-    let page = d[Descriptor.root]!;
-    const height = d[Descriptor.height]!;
+    let page = this.field(Descriptor.root);
+    const height = this.field(Descriptor.height);
     this.pathPages.length = 0;
     this.pathSlots.length = 0;
     for (let level = 1; level < height; level++) {
@@ -289,9 +286,9 @@ export class BPlusTree {
   private reservePages(): number[] | null {
     let splits = 0;
     for (let level = this.pathPages.length - 1; level >= 0; level--) {
-      const node = this.node(this.pathPages[level]!);
+      const count = this.heap.readU32(this.pathPages[level]! * PAGE_SIZE + COUNT * 4);
       const capacity = level === this.pathPages.length - 1 ? LEAF_CAPACITY : INNER_CAPACITY;
-      if (node[COUNT]! < capacity) break;
+      if (count < capacity) break;
       splits++;
     }
     const needed = splits + (splits === this.pathPages.length ? 1 : 0);
@@ -352,7 +349,7 @@ export class BPlusTree {
     shiftInsert(target, KEYS, target[COUNT]!, at, key);
     shiftInsert(target, VALUES, target[COUNT]!, at, value);
     target[COUNT]!++;
-    this.descriptor(true)[Descriptor.leaves]!++;
+    this.setField(Descriptor.leaves, this.field(Descriptor.leaves) + 1);
     return { key: right[KEYS]!, page: rightPage };
   }
 
@@ -388,21 +385,20 @@ export class BPlusTree {
     node[COUNT] = middle;
     node.set(keys.subarray(0, middle), KEYS);
     node.set(children.subarray(0, middle + 1), CHILDREN);
-    this.descriptor(true)[Descriptor.innerNodes]!++;
+    this.setField(Descriptor.innerNodes, this.field(Descriptor.innerNodes) + 1);
     return { key: keys[middle]!, page: rightPage };
   }
 
   private growRoot(key: number, rightPage: number, rootPage: number): void {
-    const d = this.descriptor(true);
     const root = this.mutableNode(rootPage);
     root[MAGIC] = INNER_MAGIC;
     root[COUNT] = 1;
     root[KEYS] = key;
-    root[CHILDREN] = d[Descriptor.root]!;
+    root[CHILDREN] = this.field(Descriptor.root);
     root[CHILDREN + 1] = rightPage;
-    d[Descriptor.root] = rootPage;
-    d[Descriptor.height]!++;
-    d[Descriptor.innerNodes]!++;
+    this.setField(Descriptor.root, rootPage);
+    this.setField(Descriptor.height, this.field(Descriptor.height) + 1);
+    this.setField(Descriptor.innerNodes, this.field(Descriptor.innerNodes) + 1);
   }
 
   private firstLeafOf(root: number): number {
@@ -431,11 +427,12 @@ export class BPlusTree {
     return new Uint32Array(bytes.buffer, bytes.byteOffset, NODE_WORDS);
   }
 
-  private descriptor(mutable: boolean): Uint32Array {
-    const bytes = mutable
-      ? this.heap.mutableBytes(this.address, Descriptor.bytes)
-      : this.heap.bytes(this.address, Descriptor.bytes);
-    return new Uint32Array(bytes.buffer, bytes.byteOffset, Descriptor.bytes / 4);
+  private field(field: number): number {
+    return this.heap.readU32(this.address + field * 4);
+  }
+
+  private setField(field: number, value: number): void {
+    this.heap.writeU32(this.address + field * 4, value);
   }
 }
 
