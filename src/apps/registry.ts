@@ -1,6 +1,7 @@
 import type { AppContext, EnclaveApp } from './app.js';
 import { createKvApp } from './kv/kv-app.js';
 import { createBtree } from './workloads/btree.js';
+import { createHashjoin } from './workloads/hashjoin.js';
 import { createMicro } from './workloads/micro.js';
 import type { WorkloadSpec } from './workloads/workload.js';
 import { WorkloadApp } from './workloads/workload-app.js';
@@ -21,6 +22,12 @@ export const WORKLOADS = {
     summary: 'a B+-tree index of u32 keys: point lookups, 32-entry range scans, inserts that split nodes',
     opsPerRequest: 1024,
     defaultWriteShare: 0.2,
+  },
+  hashjoin: {
+    create: createHashjoin,
+    summary: 'a hash join: batches of S rows probe a hash table on R, writes insert or update rows of R',
+    opsPerRequest: 256,
+    defaultWriteShare: 0.1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
 export type WorkloadKind = keyof typeof WORKLOADS;
