@@ -239,6 +239,7 @@ export function createHashjoin(io: WorkloadIo): HashjoinWorkload {
       return {
         items: field('rRows') + field('sRows'),
         rRows: field('rRows'),
+        rCapacity: field('rCapacity'),
         sRows: field('sRows'),
         tableSlots: arrays().table.length / 2,
         matches: heap.readU64(root + Root.matches * 4),
