@@ -41,7 +41,7 @@ function main(): void {
     throw new Error(`unknown workload ${unknown.join(', ')} (known: ${WORKLOAD_KINDS.join(', ')})`);
   const kinds = args.length > 0 ? (args as WorkloadKind[]) : WORKLOAD_KINDS;
 
-  const loaded: { kind: WorkloadKind; workload: Workload; runMs: number[] }[] = [];
+  const loaded: { kind: WorkloadKind; workload: Workload; runMs: number[]; cpuMs: number[] }[] = [];
   for (const kind of kinds) {
     const heap = SecureHeap.create(Math.ceil(fillBytes / FILL_SHARE));
     const allocator = HeapAllocator.format(heap);
@@ -52,27 +52,36 @@ function main(): void {
       digest: new ContentDigest(),
     });
     const start = performance.now();
+    const cpuStart = process.cpuUsage();
     const { bytes } = workload.create(fillBytes);
     const seconds = (performance.now() - start) / 1000;
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    const gib = bytes / 2 ** 30;
     console.log(
-      `${kind}: filled ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(2)} s = ${(seconds / (bytes / 2 ** 30)).toFixed(2)} s/GiB`,
+      `${kind}: filled ${(bytes / 2 ** 20).toFixed(0)} MiB in ${seconds.toFixed(2)} s = ${(seconds / gib).toFixed(2)} s/GiB` +
+        ` (CPU ${(cpuSeconds / gib).toFixed(2)} s/GiB)`,
     );
-    loaded.push({ kind, workload, runMs: [] });
+    loaded.push({ kind, workload, runMs: [], cpuMs: [] });
   }
   for (let run = 0; run < runs; run++) {
     for (const entry of loaded) {
       const { opsPerRequest, defaultWriteShare } = WORKLOADS[entry.kind];
       const start = performance.now();
+      const cpuStart = process.cpuUsage();
       entry.workload.run(opsPerRequest, defaultWriteShare);
       entry.runMs.push(performance.now() - start);
+      const cpu = process.cpuUsage(cpuStart);
+      entry.cpuMs.push((cpu.user + cpu.system) / 1000);
     }
   }
-  for (const { kind, workload, runMs } of loaded) {
+  for (const { kind, workload, runMs, cpuMs } of loaded) {
     const { opsPerRequest, defaultWriteShare } = WORKLOADS[kind];
     const ms = median(runMs);
     console.log(
       `${kind}: RUN ${opsPerRequest} ops at writeShare ${defaultWriteShare}: median ${ms.toFixed(3)} ms` +
-        ` (${Math.round((opsPerRequest / ms) * 1000)} ops/s) over ${runs} runs; ${JSON.stringify(workload.stats())}`,
+        ` (CPU ${median(cpuMs).toFixed(3)} ms; ${Math.round((opsPerRequest / ms) * 1000)} ops/s) over ${runs} runs;` +
+        ` ${JSON.stringify(workload.stats())}`,
     );
   }
 }
