@@ -26,7 +26,7 @@ export const WORKLOADS = {
   hashjoin: {
     create: createHashjoin,
     summary: 'a hash join: batches of S rows probe a hash table on R, writes insert or update rows of R',
-    opsPerRequest: 256,
+    opsPerRequest: 400,
     defaultWriteShare: 0.1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
