@@ -5,7 +5,7 @@ import type { Workload, WorkloadIo } from './workload.js';
 
 const ROOT_MAGIC = 0x484a574c; // 'HJWL'
 /** The workload's root block: u32 fields, by word (the arrays' addresses and the matches are u64). */
-const Root = {
+export const Root = {
   magic: 0,
   salt: 1,
   rRows: 2,

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ContentDigest } from '../../../src/apps/workloads/content-digest.js';
-import { createHashjoin, HIT_SHARE, PROBE_BATCH } from '../../../src/apps/workloads/hashjoin.js';
+import { createHashjoin, HIT_SHARE, PROBE_BATCH, Root } from '../../../src/apps/workloads/hashjoin.js';
+import { HeapU32Array } from '../../../src/apps/workloads/heap-array.js';
 import { xorshift } from '../../../src/bench/xorshift.js';
 import { freshHeap } from '../../helpers/app-heap.js';
 
@@ -11,8 +12,8 @@ function smallJoin(fillBytes: number) {
   const { heap, allocator } = freshHeap(4 * MiB);
   const digest = new ContentDigest();
   const workload = createHashjoin({ heap, allocator, random: xorshift(9), digest });
-  workload.create(fillBytes);
-  return { workload, digest };
+  const { root } = workload.create(fillBytes);
+  return { workload, digest, heap, root };
 }
 
 /** The join of the S rows a probe run visits (from row `from`, wrapping) with R, in plain JS. */
@@ -76,5 +77,14 @@ describe('hashjoin', () => {
     const expected = naiveJoin(r, s, 0, 100 * PROBE_BATCH);
     assert.equal(after.matches! - before.matches!, expected.matches);
     assert.equal((after.payloadSum! - before.payloadSum! + 2 ** 32) % 2 ** 32, expected.payloadSum);
+  });
+
+  test('a scan rejects a table slot that names a row R does not have', () => {
+    const { workload, heap, root } = smallJoin(256 * 1024);
+    const table = HeapU32Array.attach(heap, heap.readU64(root + Root.table * 4));
+    let used = 0;
+    while (table.get(2 * used + 1) === 0) used++;
+    table.set(2 * used + 1, workload.stats().rRows! + 1);
+    assert.throws(() => workload.scan(), /damaged table/);
   });
 });
