@@ -1,5 +1,7 @@
 import type { AppContext, EnclaveApp } from './app.js';
 import { createKvApp } from './kv/kv-app.js';
+import { createBtree } from './workloads/btree.js';
+import { createHashjoin } from './workloads/hashjoin.js';
 import { createMicro } from './workloads/micro.js';
 import type { WorkloadSpec } from './workloads/workload.js';
 import { WorkloadApp } from './workloads/workload-app.js';
@@ -14,6 +16,18 @@ export const WORKLOADS = {
     summary: "random u32 reads and writes over the whole heap (the paper's microbenchmark)",
     opsPerRequest: 8192,
     defaultWriteShare: 0.5,
+  },
+  btree: {
+    create: createBtree,
+    summary: 'a B+-tree index of u32 keys: point lookups, 32-entry range scans, inserts that split nodes',
+    opsPerRequest: 1024,
+    defaultWriteShare: 0.2,
+  },
+  hashjoin: {
+    create: createHashjoin,
+    summary: 'a hash join: batches of S rows probe a hash table on R, writes insert or update rows of R',
+    opsPerRequest: 400,
+    defaultWriteShare: 0.1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
 export type WorkloadKind = keyof typeof WORKLOADS;
