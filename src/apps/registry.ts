@@ -1,6 +1,8 @@
 import type { AppContext, EnclaveApp } from './app.js';
 import { createKvApp } from './kv/kv-app.js';
+import { createGraph } from './workloads/graph.js';
 import { createMicro } from './workloads/micro.js';
+import { createStream } from './workloads/stream.js';
 import type { WorkloadSpec } from './workloads/workload.js';
 import { WorkloadApp } from './workloads/workload-app.js';
 
@@ -14,6 +16,18 @@ export const WORKLOADS = {
     summary: "random u32 reads and writes over the whole heap (the paper's microbenchmark)",
     opsPerRequest: 8192,
     defaultWriteShare: 0.5,
+  },
+  graph: {
+    create: createGraph,
+    summary: 'PageRank steps and bounded BFS over an R-MAT graph in CSR form (irregular reads)',
+    opsPerRequest: 16,
+    defaultWriteShare: 0.5,
+  },
+  stream: {
+    create: createStream,
+    summary: 'STREAM triad over three u32 arrays, one page per operation (dense sequential writes)',
+    opsPerRequest: 32,
+    defaultWriteShare: 1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
 export type WorkloadKind = keyof typeof WORKLOADS;
