@@ -14,15 +14,18 @@ const STATE_MAGIC = 0x47525048; // 'GRPH'
 const STATE_BYTES = 32;
 
 /**
- * The R-MAT size for a fill: 2^scale vertices (the nearest power of two to what an edge factor of 16
- * would give) and as many edges as fill the rest, so the edge factor stays within 16/√2..16·√2.
+ * The R-MAT size for a fill: 2^scale vertices (the nearest power of two, in log scale, to what an
+ * edge factor of 16 would give) and as many edges as fill the rest: 8 * (1 + edge factor) bytes per
+ * vertex are within √2 of 8 * 17, so the edge factor stays from 11 to 23 (15 for a power-of-two fill).
  */
 export function graphSize(targetBytes: number): { scale: number; undirectedEdges: number } {
   // Per vertex: offset and rank (8 bytes) and 2 * EDGE_FACTOR stored edges.
   const perVertex = 8 + 8 * EDGE_FACTOR;
   const scale = Math.max(MIN_SCALE, Math.round(Math.log2(targetBytes / perVertex)));
-  const edgeBytes = targetBytes - CsrGraph.bytesFor(scale, 0) - STATE_BYTES;
-  return { scale, undirectedEdges: Math.max(2 ** scale, Math.floor(edgeBytes / 8)) };
+  let undirectedEdges = Math.floor((targetBytes - CsrGraph.bytesFor(scale, 0) - STATE_BYTES) / 8);
+  // The edge array's directory grows with its chunks: take back what it adds.
+  while (CsrGraph.bytesFor(scale, undirectedEdges) + STATE_BYTES > targetBytes) undirectedEdges--;
+  return { scale, undirectedEdges: Math.max(2 ** scale, undirectedEdges) };
 }
 
 /**

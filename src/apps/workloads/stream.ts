@@ -1,4 +1,5 @@
 import { PAGE_SIZE } from '../../heap/constants.js';
+import type { SecureHeap } from '../../heap/secure-heap.js';
 import { itemHash } from './content-digest.js';
 import { HeapU32Array } from './heap-array.js';
 import type { Workload, WorkloadIo } from './workload.js';
@@ -18,6 +19,16 @@ const itemKey = (array: number, index: number): number => (ARRAY_TAGS[array]! + 
 
 /** The triad's value for one element: b + s * c, wrapping around at 2^32. */
 export const triad = (b: number, c: number, scalar: number): number => (b + Math.imul(scalar, c)) >>> 0;
+
+/** The arrays a, b and c of the stream workload whose root (create's) is `root`. */
+export function attachStreamArrays(
+  heap: SecureHeap,
+  root: number,
+): readonly [HeapU32Array, HeapU32Array, HeapU32Array] {
+  if (heap.readU32(root) !== STATE_MAGIC) throw new Error('stream: the root holds no stream arrays');
+  const array = (n: number) => HeapU32Array.attach(heap, heap.readU64(root + 16 + 8 * n));
+  return [array(0), array(1), array(2)];
+}
 
 /**
  * STREAM-like dense sequential work on three u32 arrays a, b, c of equal length (a third of the fill
@@ -76,13 +87,8 @@ export function createStream(io: WorkloadIo): Workload {
   return {
     attach(root) {
       const { heap } = io;
-      if (heap.readU32(root) !== STATE_MAGIC) throw new Error('stream: the root holds no stream arrays');
       state = root;
-      arrays = [
-        HeapU32Array.attach(heap, heap.readU64(root + 16)),
-        HeapU32Array.attach(heap, heap.readU64(root + 24)),
-        HeapU32Array.attach(heap, heap.readU64(root + 32)),
-      ];
+      arrays = attachStreamArrays(heap, root);
     },
     create(targetBytes) {
       const { heap, allocator } = io;
