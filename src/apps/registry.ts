@@ -1,8 +1,10 @@
 import type { AppContext, EnclaveApp } from './app.js';
 import { createKvApp } from './kv/kv-app.js';
 import { createBtree } from './workloads/btree.js';
+import { createGraph } from './workloads/graph.js';
 import { createHashjoin } from './workloads/hashjoin.js';
 import { createMicro } from './workloads/micro.js';
+import { createStream } from './workloads/stream.js';
 import type { WorkloadSpec } from './workloads/workload.js';
 import { WorkloadApp } from './workloads/workload-app.js';
 
@@ -23,11 +25,23 @@ export const WORKLOADS = {
     opsPerRequest: 1024,
     defaultWriteShare: 0.2,
   },
+  graph: {
+    create: createGraph,
+    summary: 'PageRank steps and bounded BFS over an R-MAT graph in CSR form (irregular reads)',
+    opsPerRequest: 16,
+    defaultWriteShare: 0.5,
+  },
   hashjoin: {
     create: createHashjoin,
     summary: 'a hash join: batches of S rows probe a hash table on R, writes insert or update rows of R',
     opsPerRequest: 400,
     defaultWriteShare: 0.1,
+  },
+  stream: {
+    create: createStream,
+    summary: 'STREAM triad over three u32 arrays, one page per operation (dense sequential writes)',
+    opsPerRequest: 32,
+    defaultWriteShare: 1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
 export type WorkloadKind = keyof typeof WORKLOADS;

@@ -2,7 +2,7 @@ import { type HeapAllocator, MAX_ALLOCATION_BYTES } from '../../heap/allocator.j
 import type { SecureHeap } from '../../heap/secure-heap.js';
 
 /** Elements per chunk: 64 MiB blocks, well under the allocator's largest block and within a segment. */
-const CHUNK_SHIFT = 24;
+export const CHUNK_SHIFT = 24;
 const CHUNK_ELEMENTS = 2 ** CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_ELEMENTS - 1;
 const HEADER_BYTES = 16;
