@@ -185,10 +185,11 @@ export function createHashjoin(io: WorkloadIo): HashjoinWorkload {
       heap.writeU64(root + Root.s * 4, s.address);
       heap.writeU64(root + Root.table * 4, table.address);
       fillRows(r, loaded, (row, words, at) => {
-        words[at] = keyOf(row, salt);
+        const key = keyOf(row, salt);
+        words[at] = key;
         words[at + 1] = io.random();
+        tableInsert(key, row);
       });
-      for (let row = 0; row < loaded; row++) tableInsert(r.get(2 * row), row);
       const hitBelow = HIT_SHARE * 4294967296;
       fillRows(s, sRows, (_row, words, at) => {
         const pick = io.random();
