@@ -344,7 +344,9 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
     fs.writeFileSync(rawFile, `${JSON.stringify(raw, null, 2)}\n`);
   };
 
-  const steps = workloads.flatMap((workload) => sizes.map((heapBytes) => ({ workload, heapBytes })));
+  // Size-major: every workload at a size before any at the next, so that a long run cut short (or
+  // still going) has every workload at the smaller sizes.
+  const steps = sizes.flatMap((heapBytes) => workloads.map((workload) => ({ workload, heapBytes })));
   const runsPerStep = measured.length * repeat;
   const total = steps.length * runsPerStep;
   const eta = new Eta(
