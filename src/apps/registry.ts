@@ -40,7 +40,7 @@ export const WORKLOADS = {
   stream: {
     create: createStream,
     summary: 'STREAM triad over three u32 arrays, one page per operation (dense sequential writes)',
-    opsPerRequest: 32,
+    opsPerRequest: 128,
     defaultWriteShare: 1,
   },
 } as const satisfies Record<string, WorkloadSpec>;
