@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { APP_KINDS, type AppKind, WORKLOADS } from '../../apps/registry.js';
-import type { HostPort } from '../../util/address.js';
+import { APP_KINDS, WORKLOADS } from '../../apps/registry.js';
 import { errorMessage } from '../../util/errors.js';
 import type { LoadResult } from './following-load.js';
 import { countLostWrites, KvLoad } from './kv-load.js';
@@ -93,7 +92,7 @@ function createLoad(params: LoadParams): {
   load: KvLoad | WorkloadLoad;
   check: () => Promise<LoadCheck>;
 } {
-  const kind: AppKind = params.kind;
+  const { kind } = params;
   if (kind === 'kv') {
     const load = new KvLoad(params.endpoints, {
       keySpace: Math.max(params.filledKeys, 1),
