@@ -54,7 +54,7 @@ export function describeLink(link: BenchLink): string {
 /** Throws a one-line UserError if the link cannot be had on this machine (before anything runs). */
 export function checkLinkAvailable(link: BenchLink): void {
   if (link.kind === 'loopback') return;
-  const availability = NetnsCluster.available();
+  const availability = NetnsCluster.available(link.rate);
   if (!availability.ok)
     throw new UserError(
       `--link ${link.rate} needs two network namespaces, which this machine cannot set up: ${availability.reason.split('\n')[0]}`,

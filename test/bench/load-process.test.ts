@@ -71,14 +71,12 @@ describe('load-process against a kv enclave', { timeout: 60_000 }, () => {
   before(async () => {
     cluster = await LocalCluster.start('constmig-load-process-test-');
     const port = await freePortOnBoth();
-    const enclave = await cluster
-      .client(cluster.source)
-      .call<EnclaveInfo>('POST', '/v1/enclaves', {
-        app: 'kv',
-        heapBytes: 16 * MiB,
-        port,
-        fillBytes: 2 * MiB,
-      });
+    const enclave = await cluster.client(cluster.source).call<EnclaveInfo>('POST', '/v1/enclaves', {
+      app: 'kv',
+      heapBytes: 16 * MiB,
+      port,
+      fillBytes: 2 * MiB,
+    });
     const at = { host: SOURCE_BIND, port };
     params = {
       kind: 'kv',
