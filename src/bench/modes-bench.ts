@@ -3,12 +3,12 @@
  * side in one run. The modes with post-copy run once per destination tracker (--trackers), so a
  * variant is a mode, or a mode and a tracker. For each workload and heap size it starts two hosts
  * (BenchHosts: on loopback, or with --link in two network namespaces joined by a shaped link), fills
- * one enclave once, and migrates it back and forth between the hosts,
- * the variants interleaved round-robin (each repetition runs every variant once, starting one variant
- * later than the previous repetition) so that drift on a noisy machine hits all variants alike. The
- * workload's client load runs during every migration, so that pre-copy sees a dirty rate and post-copy
- * demand faults, and its throughput before, during and after is recorded. Prints medians per workload x
- * size x variant and writes one results JSON (schema 2) to --out.
+ * one enclave once, and migrates it back and forth between the hosts, the variants interleaved
+ * round-robin (each repetition runs every variant once, starting one variant later than the previous
+ * repetition) so that drift on a noisy machine hits all variants alike. The workload's client load
+ * runs during every migration, so that pre-copy sees a dirty rate and post-copy demand faults, and its
+ * throughput before, during and after is recorded. Prints medians per workload x size x variant and
+ * writes one results JSON (schema 2) to --out.
  *
  *   npm run bench -- --workloads kv,micro --sizes 256MiB,1GiB --repeat 3
  */
@@ -132,7 +132,7 @@ type MigrateOutcome =
   | { ok: true; run: Omit<MigrationRun, 'index' | 'repeat'>; lostDetail: string | null }
   | { ok: false; error: string };
 
-/** The source and the destination, as the enclave is first placed: index 0 and 1 of `at` below. */
+/** [source, destination] as the enclave is first placed; it then serves at hosts[0] or hosts[1]. */
 type HostPair = readonly [BenchHost, BenchHost];
 
 /** One migration of the enclave from hosts[from] to the other host, with the client load around it. */
@@ -146,13 +146,13 @@ async function migrateOnce(
   options: BenchOptions,
 ): Promise<MigrateOutcome> {
   const to = (1 - from) as 0 | 1;
-  const at = (host: BenchHost) => ({ host: host.address, port: enclave.port });
+  const application = (host: BenchHost) => ({ host: host.address, port: enclave.port });
   const load = await cluster.startLoad(hosts[from], {
     kind: workload.kind,
     writeShare: workload.writeShare,
     filledKeys: enclave.stats.keys ?? 0,
-    endpoints: [at(hosts[from]), at(hosts[to])],
-    checkAt: at(hosts[to]),
+    endpoints: [application(hosts[from]), application(hosts[to])],
+    checkAt: application(hosts[to]),
   });
   await sleep(LOAD_BEFORE_MS);
   const loadAvg1 = os.loadavg()[0]!;
