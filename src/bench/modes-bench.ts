@@ -1,13 +1,14 @@
 /**
  * The migration benchmark (`constmig bench`): every workload x heap size x migration mode side by
  * side in one run. The modes with post-copy run once per destination tracker (--trackers), so a
- * variant is a mode, or a mode and a tracker. For each workload and heap size it starts two host
- * daemons (LocalCluster), fills one enclave once, and migrates it back and forth between the hosts,
- * the variants interleaved round-robin (each repetition runs every variant once, starting one variant
- * later than the previous repetition) so that drift on a noisy machine hits all variants alike. The
- * workload's client load runs during every migration, so that pre-copy sees a dirty rate and post-copy
- * demand faults, and its throughput before, during and after is recorded. Prints medians per workload x
- * size x variant and writes one results JSON (schema 2) to --out.
+ * variant is a mode, or a mode and a tracker. For each workload and heap size it starts two hosts
+ * (BenchHosts: on loopback, or with --link in two network namespaces joined by a shaped link), fills
+ * one enclave once, and migrates it back and forth between the hosts, the variants interleaved
+ * round-robin (each repetition runs every variant once, starting one variant later than the previous
+ * repetition) so that drift on a noisy machine hits all variants alike. The workload's client load
+ * runs during every migration, so that pre-copy sees a dirty rate and post-copy demand faults, and its
+ * throughput before, during and after is recorded. Prints medians per workload x size x variant and
+ * writes one results JSON (schema 2) to --out.
  *
  *   npm run bench -- --workloads kv,micro --sizes 256MiB,1GiB --repeat 3
  */
@@ -16,25 +17,26 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WORKLOADS } from '../apps/registry.js';
 import { throughputTimeline } from '../cli/commands/demo.js';
 import { requestMigration } from '../cli/commands/migrate.js';
 import { MigrationProgressView } from '../cli/migrate-progress.js';
 import type { EnclaveInfo } from '../host/api-schema.js';
-import type { HostDaemon } from '../host/daemon.js';
 import type { MigrationReport } from '../migrate/report.js';
 import { hasPostcopy } from '../migrate/modes.js';
 import { uffdAvailability } from '../native/uffd.js';
-import type { HostPort } from '../util/address.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { formatBytes } from '../util/size.js';
 import { VERSION } from '../version.js';
 import type { BenchOptions, WorkloadChoice } from './bench-options.js';
-import type { LoadResult } from './load/following-load.js';
-import { countLostWrites, KvLoad } from './load/kv-load.js';
-import { verifyWorkload, WorkloadLoad } from './load/workload-load.js';
-import { DESTINATION_BIND, freePortOnBoth, LocalCluster, SOURCE_BIND } from './local-cluster.js';
+import {
+  type BenchHost,
+  type BenchHosts,
+  benchLink,
+  checkLinkAvailable,
+  describeLink,
+  startBenchHosts,
+} from './bench-hosts.js';
 import { measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
 import {
   clientThroughput,
@@ -62,7 +64,6 @@ const LOAD_BEFORE_MS = 1000;
 const LOAD_AFTER_MS = 1000;
 /** After the report, wait at most this long for the client to be served again at the destination. */
 const LOAD_RECOVERY_MS = 10_000;
-const BINDS = [SOURCE_BIND, DESTINATION_BIND] as const;
 
 function machineFacts() {
   let commit: string | null = null;
@@ -127,48 +128,17 @@ class Eta {
   }
 }
 
-/** The client load of a workload, and how what it saw is checked after the migration. */
-interface BenchLoad {
-  load: KvLoad | WorkloadLoad;
-  /** Acknowledged work checked at the destination, and how much of it was lost. */
-  check(at: HostPort): Promise<{ checked: number; lost: number; detail: string | null }>;
-}
-
-function loadFor(workload: WorkloadChoice, enclave: EnclaveInfo, endpoints: HostPort[]): BenchLoad {
-  if (workload.kind === 'kv') {
-    const keys = enclave.stats.keys ?? 0;
-    const load = new KvLoad(endpoints, {
-      keySpace: Math.max(keys, 1),
-      filledKeys: keys,
-      writeShare: workload.writeShare,
-    });
-    return {
-      load,
-      check: async (at) => ({ ...(await countLostWrites(load, at)), detail: null }),
-    };
-  }
-  const load = new WorkloadLoad(endpoints, WORKLOADS[workload.kind].opsPerRequest, workload.writeShare);
-  return {
-    load,
-    async check(at) {
-      const verified = await verifyWorkload(at);
-      const lost = load.discontinuities + (verified.match ? 0 : 1);
-      const detail = lost
-        ? `${load.discontinuities} replies did not continue the operation count; VERIFY ${verified.match ? 'matched' : 'FAILED'} (${verified.detail})`
-        : null;
-      return { checked: 1, lost, detail };
-    },
-  };
-}
-
 type MigrateOutcome =
   | { ok: true; run: Omit<MigrationRun, 'index' | 'repeat'>; lostDetail: string | null }
   | { ok: false; error: string };
 
+/** [source, destination] as the enclave is first placed; it then serves at hosts[0] or hosts[1]. */
+type HostPair = readonly [BenchHost, BenchHost];
+
 /** One migration of the enclave from hosts[from] to the other host, with the client load around it. */
 async function migrateOnce(
-  cluster: LocalCluster,
-  hosts: readonly [HostDaemon, HostDaemon],
+  cluster: BenchHosts,
+  hosts: HostPair,
   from: 0 | 1,
   enclave: EnclaveInfo,
   workload: WorkloadChoice,
@@ -176,11 +146,14 @@ async function migrateOnce(
   options: BenchOptions,
 ): Promise<MigrateOutcome> {
   const to = (1 - from) as 0 | 1;
-  const { load, check } = loadFor(workload, enclave, [
-    { host: BINDS[from], port: enclave.port },
-    { host: BINDS[to], port: enclave.port },
-  ]);
-  load.start();
+  const application = (host: BenchHost) => ({ host: host.address, port: enclave.port });
+  const load = await cluster.startLoad(hosts[from], {
+    kind: workload.kind,
+    writeShare: workload.writeShare,
+    filledKeys: enclave.stats.keys ?? 0,
+    endpoints: [application(hosts[from]), application(hosts[to])],
+    checkAt: application(hosts[to]),
+  });
   await sleep(LOAD_BEFORE_MS);
   const loadAvg1 = os.loadavg()[0]!;
   const pressureBefore = cpuPressureUs();
@@ -200,18 +173,17 @@ async function migrateOnce(
       new MigrationProgressView(false),
     );
   } catch (err) {
-    await load.stop();
+    await load.stop(false);
     return { ok: false, error: errorMessage(err) };
   }
   const wallMs = monotonicMs() - requestedAtMs;
   const pressureAfter = cpuPressureUs();
   const cpuPressureSomePct =
     pressureBefore === null || pressureAfter === null ? null : (pressureAfter - pressureBefore) / 10 / wallMs;
-  for (let waited = 0; load.sinceLastSuccess() > 20 && waited < LOAD_RECOVERY_MS; waited += 10)
-    await sleep(10);
+  await load.servedAgain(LOAD_RECOVERY_MS);
   await sleep(LOAD_AFTER_MS);
-  const loadResult: LoadResult = await load.stop();
-  const checked = await check({ host: BINDS[to], port: enclave.port });
+  const { result: loadResult, check: checked } = await load.stop(true);
+  if (!checked) throw new Error('the load stopped without the check it was asked for');
   report.clientGapMs = loadResult.clientGapMs;
   const timeline = throughputTimeline(loadResult, requestedAtMs - load.startedAtMs, report);
   return {
@@ -251,7 +223,7 @@ function cpuPressureUs(): number | null {
 }
 
 /** After a failed migration: which host serves the enclave now (0 or 1), or null if none does. */
-async function locate(cluster: LocalCluster, hosts: readonly [HostDaemon, HostDaemon], id: string) {
+async function locate(cluster: BenchHosts, hosts: HostPair, id: string) {
   for (const at of [0, 1] as const) {
     try {
       const list = await cluster.client(hosts[at]).call<EnclaveInfo[]>('GET', '/v1/enclaves');
@@ -291,8 +263,8 @@ function workloadSummary(options: BenchOptions, measured: readonly Variant[], al
 /** Runs the benchmark; sets a non-zero exit code if a migration failed. Returns the results file. */
 export async function runModesBench(options: BenchOptions): Promise<string> {
   const { sizes, modes, repeat, workloads } = options;
-  if (options.link !== null)
-    throw new UserError('--link: shaped links between network namespaces are not available in this version');
+  const link = benchLink(options.link);
+  checkLinkAvailable(link);
   let trackers = options.trackers;
   let faultSkipped: string | null = null;
   if (trackers.includes('fault') && modes.some(hasPostcopy)) {
@@ -330,7 +302,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
       argv: process.argv.slice(2),
       profile: options.profile,
       options,
-      link: { kind: 'loopback', rate: null, rateBytesPerSec: null },
+      link,
       machine: { ...machine, limits, loadAvgNow: os.loadavg() },
       workloads,
       variants: measured,
@@ -356,12 +328,12 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   const t0 = monotonicMs();
   let index = 0;
   for (const [step, { workload, heapBytes }] of steps.entries()) {
-    const cluster = await LocalCluster.start('constmig-bench-');
+    const cluster = await startBenchHosts(link, 'constmig-bench-');
     let keepLogs = false;
     const name = `${workload.label} ${formatBytes(heapBytes)}`;
     try {
       const hosts = [cluster.source, cluster.destination] as const;
-      const port = await freePortOnBoth();
+      const port = await cluster.applicationPort();
       process.stderr.write(`${name}: starting and filling (logs in ${cluster.dir})…\n`);
       const fillStart = monotonicMs();
       const enclave = await cluster.client(hosts[0]).call<EnclaveInfo>('POST', '/v1/enclaves', {
@@ -387,7 +359,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
           const outcome = await migrateOnce(cluster, hosts, at, enclave, workload, variant, options);
           eta.ran(heapBytes, monotonicMs() - stepStart);
           doneAtStep++;
-          const head = `[${String(index).padStart(String(total).length)}/${total}] ${name} ${variantLabel(variant)} rep ${rep}/${repeat} ${BINDS[at]}->${BINDS[1 - at]}:`;
+          const head = `[${String(index).padStart(String(total).length)}/${total}] ${name} ${variantLabel(variant)} rep ${rep}/${repeat} ${hosts[at].address}->${hosts[at === 0 ? 1 : 0].address}:`;
           let line: string;
           if (outcome.ok) {
             const { report, load } = outcome.run;
@@ -447,7 +419,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   limits = measurePhysicalLimits();
   writeRaw(true);
   const summary = [
-    `constmig bench, ${startedAt.toISOString()}: ${workloads.map((w) => w.label).join(', ')} x ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on`,
+    `constmig bench, ${startedAt.toISOString()}: ${workloads.map((w) => w.label).join(', ')} x ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on, ${describeLink(link)}`,
     ...(faultSkipped ? [faultSkipped] : []),
     machineLine,
     `this machine, measured after the migrations: AES-256-GCM ${limits.aesGcmMBps.toFixed(0)} MB/s (one core, ${limits.recordBytes / 1024} KiB records), SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s; load average at the end ${os

@@ -95,11 +95,14 @@ export class NetnsCluster {
     fs.writeFileSync(this.simRootKeyFile, generateEd25519Pem().privateKeyPem, { mode: 0o600, flag: 'wx' });
   }
 
-  /** Whether this machine can run a NetnsCluster (root, iproute2, namespaces and veth allowed). */
-  static available(): { ok: true } | { ok: false; reason: string } {
+  /**
+   * Whether this machine can run a NetnsCluster (root, iproute2, namespaces and veth allowed), and
+   * shape its link to `rate` if given (the kernel has tbf).
+   */
+  static available(rate?: string): { ok: true } | { ok: false; reason: string } {
     if (process.platform !== 'linux') return { ok: false, reason: 'network namespaces exist on Linux only' };
     const probe = `cmig-p${process.pid.toString(36)}`;
-    const up = spawnSync(NETNS_SH, ['up', probe], { encoding: 'utf8' });
+    const up = spawnSync(NETNS_SH, ['up', probe, ...(rate ? ['--rate', rate] : [])], { encoding: 'utf8' });
     spawnSync(NETNS_SH, ['down', probe], { stdio: 'ignore' });
     if (up.error) return { ok: false, reason: `cannot run ${NETNS_SH}: ${up.error.message}` };
     if (up.status !== 0) return { ok: false, reason: up.stderr.trim() || `netns.sh up exited ${up.status}` };

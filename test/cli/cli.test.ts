@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePortOnBoth, LocalCluster } from '../../src/bench/local-cluster.js';
+import { NetnsCluster } from '../../src/bench/netns-cluster.js';
 import { unusedPort } from '../helpers/ports.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -311,50 +312,86 @@ test('constmig demo migrates under client load and verifies, with the throughput
   assert.equal(total, report.demo.clientOps, 'every successful operation is in a bucket');
 });
 
+/** The parts of a bench results JSON that the tests look at. */
+interface BenchResults {
+  schema: number;
+  link: { kind: string; rate: string | null; rateBytesPerSec: number | null };
+  runs: {
+    workload: string;
+    mode: string;
+    tracker: string | null;
+    report: { verified: boolean };
+    load: { ops: number; lostWrites: number };
+  }[];
+}
+
+/** Runs a tiny bench (16 MiB, stop-and-copy and post-copy/access, once) and returns its results JSON. */
+async function tinyBench(workloads: string, more: string[] = []): Promise<BenchResults> {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-bench-test-'));
+  try {
+    const run = await cli([
+      'bench',
+      ...['--workloads', workloads, '--sizes', '16MiB', '--modes', 'stop-and-copy,post-copy'],
+      ...['--trackers', 'access', '--repeat', '1', '--out', out, ...more],
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /Post-copy by tracker/);
+    const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
+    assert.ok(json, 'no raw results written');
+    assert.ok(fs.existsSync(path.join(out, json.replace(/\.json$/, '.txt'))), 'no summary written');
+    return JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as BenchResults;
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** Every workload x variant ran once, verified, with a client load that saw work and lost none. */
+function assertEveryRunClean(raw: BenchResults, workloads: string[]): void {
+  assert.equal(raw.schema, 2);
+  assert.deepEqual(
+    raw.runs.map((r) => `${r.workload} ${r.mode}/${r.tracker}`).sort(),
+    workloads.flatMap((w) => [`${w} post-copy/access`, `${w} stop-and-copy/null`]).sort(),
+  );
+  for (const r of raw.runs) {
+    assert.ok(r.report.verified, `${r.workload} ${r.mode}: not verified`);
+    assert.ok(r.load.ops > 0, `${r.workload} ${r.mode}: no client operations`);
+    assert.equal(r.load.lostWrites, 0, `${r.workload} ${r.mode}: lost writes`);
+  }
+}
+
+const netns = NetnsCluster.available();
+
 describe('constmig bench', () => {
   test('a tiny run: every variant migrates verified, and the raw JSON and summary are written', async () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-bench-test-'));
+    const raw = await tinyBench('kv,micro:0.3');
+    assertEveryRunClean(raw, ['kv', 'micro:0.3']);
+    assert.deepEqual(raw.link, { kind: 'loopback', rate: null, rateBytesPerSec: null });
+  });
+
+  test(
+    '--link 1gbit: the same over a shaped link between two network namespaces',
+    { skip: netns.ok ? false : `network namespaces unavailable: ${netns.reason}`, timeout: 120_000 },
+    async () => {
+      const raw = await tinyBench('kv,micro', ['--link', '1gbit']);
+      assertEveryRunClean(raw, ['kv', 'micro']);
+      assert.deepEqual(raw.link, { kind: 'netns', rate: '1gbit', rateBytesPerSec: 125e6 });
+    },
+  );
+
+  test('--link where namespaces cannot be set up: one line saying why', async () => {
+    // A PATH with bash and nothing else: netns.sh runs, but finds no `ip`.
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-no-ip-'));
     try {
-      const run = await cli([
-        'bench',
-        '--workloads',
-        'kv,micro:0.3',
-        '--sizes',
-        '16MiB',
-        '--modes',
-        'stop-and-copy,post-copy',
-        '--trackers',
-        'access',
-        '--repeat',
-        '1',
-        '--out',
-        out,
-      ]);
-      assert.equal(run.code, 0, run.stderr);
-      assert.match(run.stdout, /Post-copy by tracker/);
-      const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
-      assert.ok(json, 'no raw results written');
-      assert.ok(fs.existsSync(path.join(out, json.replace(/\.json$/, '.txt'))), 'no summary written');
-      const raw = JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as {
-        schema: number;
-        runs: {
-          workload: string;
-          mode: string;
-          tracker: string | null;
-          report: { verified: boolean };
-          load: { ops: number; lostWrites: number };
-        }[];
-      };
-      assert.equal(raw.schema, 2);
-      assert.deepEqual(raw.runs.map((r) => `${r.workload} ${r.mode}/${r.tracker}`).sort(), [
-        'kv post-copy/access',
-        'kv stop-and-copy/null',
-        'micro:0.3 post-copy/access',
-        'micro:0.3 stop-and-copy/null',
-      ]);
-      assert.ok(raw.runs.every((r) => r.report.verified && r.load.ops > 0 && r.load.lostWrites === 0));
+      fs.symlinkSync(
+        execFileSync('bash', ['-c', 'command -v bash'], { encoding: 'utf8' }).trim(),
+        path.join(bin, 'bash'),
+      );
+      assertOneLineError(
+        await cli(['bench', '--link', '1gbit', '--sizes', '16MiB'], { PATH: bin }),
+        /--link 1gbit needs two network namespaces, which this machine cannot set up: netns\.sh: ip not found \(install iproute2\)/,
+      );
     } finally {
-      fs.rmSync(out, { recursive: true, force: true });
+      fs.rmSync(bin, { recursive: true, force: true });
     }
   });
 });
