@@ -167,9 +167,21 @@ export async function loadResults(file: string): Promise<BenchResults> {
 export function parseResults(json: unknown, file: string): BenchResults {
   const parsed = resultsFile.safeParse(json);
   if (!parsed.success) {
-    throw new UserError(`${file} is not a constmig bench results file:\n${z.prettifyError(parsed.error)}`);
+    throw new UserError(`${file} is not a constmig bench results file: ${issuesLine(parsed.error.issues)}`);
   }
   return withImplicitFields(parsed.data);
+}
+
+const SHOWN_ISSUES = 3;
+
+/** The first few of zod's issues on one line (the CLI prints a user mistake as one line), each at its path. */
+function issuesLine(issues: readonly z.core.$ZodIssue[]): string {
+  const where = (path: readonly PropertyKey[]) =>
+    path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('') ||
+    '(top level)';
+  const shown = issues.slice(0, SHOWN_ISSUES).map((i) => `${where(i.path)}: ${i.message}`);
+  const more = issues.length - shown.length;
+  return `${shown.join('; ')}${more > 0 ? ` (and ${more} more)` : ''}`;
 }
 
 /** What files from before schema 2 leave out: the profile, the workload list and the variants run. */
