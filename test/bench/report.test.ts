@@ -145,6 +145,7 @@ describe('bench report on the fixture', () => {
       'downtime-reduction.svg': ['rect'],
       'timeline-kv.svg': ['line', 'rule'],
       'total-over-bound.svg': ['line', 'rule'],
+      'fault-latency.svg': ['rect'],
     };
     for (const file of svgs) {
       const svg = fs.readFileSync(file, 'utf8');

@@ -295,28 +295,39 @@ function timeline(a: Analysis, w: WorkloadResults): ChartSpec | null {
   };
 }
 
-/** Share of a cell's faults per latency bucket, the histograms summed over the cell's runs. */
+/** A histogram bucket's lower edge, 2^i µs, as people read it. */
+const bucketLabel = (i: number) => (i < 10 ? `${2 ** i} µs` : `${2 ** i / 1000} ms`);
+
+/**
+ * Share of a cell's faults per latency bucket, the histograms summed over the cell's runs; only the
+ * buckets from the fastest to the slowest fault of any cell, so that the bars are not lost among
+ * empty ones.
+ */
 function faultLatency(a: Analysis): ChartSpec | null {
-  const values = a.workloads.flatMap((w) =>
+  const histograms = a.workloads.flatMap((w) =>
     a.variants
       .filter((v) => hasPostcopy(v.mode))
-      .flatMap((v) => {
+      .map((v) => {
         const runs = w.runs.filter(
           (r) => r.heapBytes === a.largest && r.mode === v.mode && r.tracker === v.tracker,
         );
         const summed = sumHistograms(runs.map((r) => r.report.faultLatencyUs?.histogram ?? []));
-        const total = summed.reduce((s, n) => s + n, 0);
-        if (total === 0) return [];
-        return summed.map((faults, i) => ({
-          workload: w.label,
-          mode: v.mode,
-          tracker: v.tracker ?? '-',
-          fromUs: 2 ** i,
-          sharePct: (faults / total) * 100,
-        }));
-      }),
+        return { workload: w.label, mode: v.mode, tracker: v.tracker ?? '-', summed };
+      })
+      .filter((h) => h.summed.some((n) => n > 0)),
   );
-  if (values.length === 0) return null;
+  if (histograms.length === 0) return null;
+  const first = Math.min(...histograms.map((h) => h.summed.findIndex((n) => n > 0)));
+  const last = Math.max(...histograms.map((h) => h.summed.length - 1));
+  const buckets = Array.from({ length: last - first + 1 }, (_, k) => bucketLabel(first + k));
+  const values = histograms.flatMap(({ summed, ...cell }) => {
+    const total = summed.reduce((sum, n) => sum + n, 0);
+    return buckets.map((bucket, k) => ({
+      ...cell,
+      bucket,
+      sharePct: ((summed[first + k] ?? 0) / total) * 100,
+    }));
+  });
   return {
     name: 'fault-latency',
     title:
@@ -329,14 +340,10 @@ function faultLatency(a: Analysis): ChartSpec | null {
       },
       spec: {
         ...CELL,
-        mark: { type: 'line', point: true, interpolate: 'step-after' },
+        mark: 'bar',
         encoding: {
-          x: {
-            field: 'fromUs',
-            type: 'quantitative',
-            title: 'fault latency (µs, bucket start)',
-            scale: { type: 'log' },
-          },
+          x: { field: 'bucket', type: 'ordinal', sort: buckets, title: 'fault latency (bucket from)' },
+          xOffset: { field: 'tracker' },
           y: { field: 'sharePct', type: 'quantitative', title: 'faults (%)' },
           color: { field: 'tracker', type: 'nominal' },
         },
