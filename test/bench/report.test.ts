@@ -233,6 +233,8 @@ describe('results file', () => {
       delete (r as Partial<FixtureRun>).workload;
       delete r.client;
     }
+    const durationMs = (old.runs[0] as unknown as { timeline: { durationMs?: number } }).timeline;
+    delete durationMs.durationMs;
     old.failures = [];
     const results = parseResults(old, 'old.json');
     assert.deepEqual(
@@ -243,8 +245,11 @@ describe('results file', () => {
     assert.deepEqual(results.link, { kind: 'loopback', rateBytesPerSec: null });
     assert.equal(results.variants.length, 6);
     assert.deepEqual(results.variants[0], { mode: 'stop-and-copy', tracker: null });
-    const withClient = parseResults(fixture(), 'new.json').runs[0]!;
-    assert.deepEqual(results.runs[0]!.client, withClient.client, 'the same figures the harness computed');
+    const withClient = parseResults(fixture(), 'new.json').runs[1]!;
+    assert.deepEqual(results.runs[1]!.client, withClient.client, 'the same figures the harness computed');
+    // Without durationMs the load ends with its last bucket.
+    const first = results.runs[0]!.timeline;
+    assert.equal(first.durationMs, first.opsPer100ms.length * first.bucketMs);
   });
 });
 

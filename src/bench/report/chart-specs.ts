@@ -223,11 +223,9 @@ function totalOverBound(a: Analysis): ChartSpec | null {
   };
 }
 
-const TIMELINE_VARIANTS: Variant[] = [
-  { mode: 'stop-and-copy', tracker: null },
-  { mode: 'post-copy', tracker: 'access' },
-  { mode: 'post-copy', tracker: 'fault' },
-];
+/** Post-copy once per tracker, and stop-and-copy for contrast. */
+const timelineVariants = (a: Analysis): Variant[] =>
+  a.variants.filter((v) => v.mode === 'stop-and-copy' || v.mode === 'post-copy');
 
 /**
  * The run whose downtime is the cell's median (the lower middle one for an even count): one real
@@ -242,7 +240,8 @@ export function medianRun(runs: readonly ResultsRun[], cell: Cell): ResultsRun |
 
 function timeline(a: Analysis, w: WorkloadResults): ChartSpec | null {
   const values: Record<string, string | number>[] = [];
-  for (const variant of TIMELINE_VARIANTS) {
+  const shown = timelineVariants(a);
+  for (const variant of shown) {
     const cell = measuredCell(w.cells, a.largest, variant);
     const run = cell && medianRun(w.runs, cell);
     if (!run) continue;
@@ -262,7 +261,7 @@ function timeline(a: Analysis, w: WorkloadResults): ChartSpec | null {
     spec: {
       data: { values },
       facet: {
-        row: { field: 'variant', type: 'nominal', title: null, sort: TIMELINE_VARIANTS.map(variantLabel) },
+        row: { field: 'variant', type: 'nominal', title: null, sort: shown.map(variantLabel) },
       },
       spec: {
         width: 640,

@@ -18,17 +18,20 @@ const tracker = z.enum(TRACKER_KINDS).nullable().default(null);
 /** Runs of files from before several workloads were all kv. */
 const workloadLabel = z.string().min(1).default('kv');
 
-const timeline = z.object({
-  bucketMs: z.number().positive(),
-  durationMs: finite,
-  opsPer100ms: z.array(finite),
-  marks: z.object({
-    migrationRequested: finite,
-    blackout: nullableFinite,
-    resumed: nullableFinite,
-    committed: nullableFinite,
-  }),
-});
+const timeline = z
+  .object({
+    bucketMs: z.number().positive(),
+    // The oldest files lack it: the load then counts as stopped at the end of its last bucket.
+    durationMs: finite.optional(),
+    opsPer100ms: z.array(finite),
+    marks: z.object({
+      migrationRequested: finite,
+      blackout: nullableFinite,
+      resumed: nullableFinite,
+      committed: nullableFinite,
+    }),
+  })
+  .transform((t) => ({ ...t, durationMs: t.durationMs ?? t.opsPer100ms.length * t.bucketMs }));
 
 const client = z.object({
   beforeOpsPerSec: nullableFinite,
