@@ -106,6 +106,31 @@ export interface MigrationRun extends Variant {
   client: ClientThroughput;
 }
 
+/** What summarise reads of a run: the report generator hands it runs parsed back from a results file. */
+export type SummarisableRun = Variant &
+  Pick<MigrationRun, 'heapBytes' | 'client'> & {
+    report: Pick<
+      MigrationReport,
+      | 'allocatedBytes'
+      | 'downtimeMs'
+      | 'totalMs'
+      | 'postcopyMs'
+      | 'precopyRounds'
+      | 'dirtyRateMBps'
+      | 'demandFaults'
+      | 'faultLatencyUs'
+      | 'throughputMBps'
+      | 'bytesOnWire'
+      | 'destinationPeakRssBytes'
+      | 'sourceCpuMs'
+      | 'destinationCpuMs'
+      | 'verified'
+      | 'sourceDigest'
+    >;
+    load: Pick<MigrationRun['load'], 'clientGapMs' | 'lostWrites'>;
+    contention: Pick<MigrationRun['contention'], 'cpuPressureSomePct'>;
+  };
+
 export interface FailedRun extends Variant {
   workload: string;
   heapBytes: number;
@@ -163,8 +188,8 @@ const nullableMedian = (values: (number | null | undefined)[]): number | null =>
 export function summarise(
   sizes: readonly number[],
   measured: readonly Variant[],
-  runs: readonly MigrationRun[],
-  failures: readonly FailedRun[],
+  runs: readonly SummarisableRun[],
+  failures: readonly (Variant & Pick<FailedRun, 'heapBytes'>)[],
 ): Cell[] {
   const cells: Cell[] = [];
   for (const heapBytes of sizes) {

@@ -4,7 +4,7 @@ import { MIGRATION_MODES } from '../migrate/modes.js';
 import { TRACKER_REQUESTS } from '../trackers/choice.js';
 import { errorMessage, UserError } from '../util/errors.js';
 import { VERSION } from '../version.js';
-import { ALL_WORKLOADS, benchCommand } from './commands/bench.js';
+import { ALL_WORKLOADS, benchCommand, benchReportCommand } from './commands/bench.js';
 import { demoCommand } from './commands/demo.js';
 import { DEFAULT_SIM_ROOT_KEY, hostCommand } from './commands/host.js';
 import { migrateCommand } from './commands/migrate.js';
@@ -46,6 +46,8 @@ const program = new Command('constmig')
   .description('Secure live migration of TEE enclave applications between hosts')
   .version(VERSION)
   .showHelpAfterError()
+  // A command's options stop at its subcommand's name, so that `bench report --out` is report's own.
+  .enablePositionalOptions()
   .addHelpText('after', AUTHENTICATION_HELP);
 
 program
@@ -149,7 +151,7 @@ program
   .option('--json', 'print one JSON report')
   .action(action(demoCommand));
 
-program
+const bench = program
   .command('bench')
   .description(
     'workloads x heap sizes x migration modes side by side on two local hosts, under client load: medians, ratios, results JSON',
@@ -178,5 +180,12 @@ program
   )
   .option('--out <dir>', 'where to write the results JSON and the summary (default bench-results)')
   .action(action(benchCommand));
+
+bench
+  .command('report')
+  .description('results.md and charts (SVG, PNG) from the results JSON of a `constmig bench` run')
+  .argument('<results.json>', 'the raw JSON a run wrote')
+  .option('--out <dir>', "where to write results.md and charts/ (default: the JSON's folder)")
+  .action(action(benchReportCommand));
 
 await program.parseAsync(process.argv);

@@ -395,3 +395,46 @@ describe('constmig bench', () => {
     }
   });
 });
+
+describe('constmig bench report', () => {
+  const FIXTURE = fileURLToPath(
+    new URL('../../../test/fixtures/bench-results-schema2.json', import.meta.url),
+  );
+
+  test('writes results.md and charts beside the JSON, or into --out', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-bench-report-'));
+    try {
+      const json = path.join(dir, 'run.json');
+      fs.copyFileSync(FIXTURE, json);
+      const beside = await cli(['bench', 'report', json]);
+      assert.equal(beside.code, 0, beside.stderr);
+      assert.match(beside.stdout, new RegExp(`${path.join(dir, 'results.md')}\n`));
+      assert.match(fs.readFileSync(path.join(dir, 'results.md'), 'utf8'), /^# constmig benchmark results/);
+      assert.ok(fs.existsSync(path.join(dir, 'charts', 'downtime-vs-heap.svg')));
+
+      const out = path.join(dir, 'docs');
+      const elsewhere = await cli(['bench', 'report', json, '--out', out]);
+      assert.equal(elsewhere.code, 0, elsewhere.stderr);
+      assert.ok(fs.existsSync(path.join(out, 'results.md')));
+      assert.ok(fs.existsSync(path.join(out, 'charts', 'fault-latency.svg')));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a malformed results file is one line naming the field', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-bench-report-'));
+    try {
+      const json = path.join(dir, 'bad.json');
+      const results = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as { runs: { mode: string }[] };
+      results.runs[1]!.mode = 'teleport';
+      fs.writeFileSync(json, JSON.stringify(results));
+      assertOneLineError(
+        await cli(['bench', 'report', json]),
+        /bad\.json is not a constmig bench results file: runs\[1\]\.mode: Invalid option/,
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
