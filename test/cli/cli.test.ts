@@ -339,6 +339,8 @@ async function tinyBench(workloads: string, more: string[] = []): Promise<BenchR
     const json = fs.readdirSync(out).find((f) => f.endsWith('.json'));
     assert.ok(json, 'no raw results written');
     assert.ok(fs.existsSync(path.join(out, json.replace(/\.json$/, '.txt'))), 'no summary written');
+    const report = path.join(out, json.replace(/\.json$/, ''), 'results.md');
+    assert.match(fs.readFileSync(report, 'utf8'), /## Goals of the issue/, 'no report written');
     return JSON.parse(fs.readFileSync(path.join(out, json), 'utf8')) as BenchResults;
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

@@ -35,7 +35,7 @@ export async function benchCommand(options: BenchCommandOptions): Promise<void> 
   if (options.quick && options.full) throw new UserError('--quick and --full: choose one profile');
   const profile = options.quick ? 'quick' : options.full ? 'full' : 'custom';
   const defaults = { ...DEFAULTS, ...PROFILES[profile] };
-  await runModesBench(
+  const resultsFile = await runModesBench(
     parseBenchOptions({
       profile,
       workloads: options.workloads ?? defaults.workloads,
@@ -49,6 +49,8 @@ export async function benchCommand(options: BenchCommandOptions): Promise<void> 
       verify: options.verify,
     }),
   );
+  // Each run's report goes to a folder of its own beside its results file: bench-<time>/results.md.
+  await benchReportCommand(resultsFile, { out: resultsFile.replace(/\.json$/, '') });
 }
 
 /** `constmig bench report <results.json>`: results.md and charts from a results file, by default beside it. */
