@@ -21,7 +21,7 @@ export class PageSetDigest {
   private readonly has: PageBitmap;
   /**
    * u64le(page) || page bytes, hashed in one call: a Hash object per page (create, two updates,
-   * digest) cost more than copying the page here (issue 6: the source's data path took 1.18x less CPU).
+   * digest) cost more than copying the page here (issue 6: 1.18x the source data path's rate per CPU-second).
    */
   private readonly leafInput = Buffer.alloc(8 + PAGE_SIZE);
 
