@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { PAGE_SIZE } from './constants.js';
 import { PageBitmap } from './page-bitmap.js';
 
@@ -19,7 +19,11 @@ export class PageSetDigest {
   /** Lazily committed: untouched pages' leaves cost no memory. */
   private readonly leaves: Uint8Array;
   private readonly has: PageBitmap;
-  private readonly prefix = Buffer.alloc(8);
+  /**
+   * u64le(page) || page bytes, hashed in one call: a Hash object per page (create, two updates,
+   * digest) cost more than copying the page here (issue 6: 1.18x the source data path's rate per CPU-second).
+   */
+  private readonly leafInput = Buffer.alloc(8 + PAGE_SIZE);
 
   constructor(pageCount: number) {
     this.leaves = new Uint8Array(pageCount * LEAF_BYTES);
@@ -28,14 +32,14 @@ export class PageSetDigest {
 
   /** Records the current version of pages [first, first + count), whose bytes are `bytes`. */
   add(first: number, count: number, bytes: Uint8Array): void {
+    const input = this.leafInput;
     for (let i = 0; i < count; i++) {
       const page = first + i;
       this.remove(page);
-      this.prefix.writeBigUInt64LE(BigInt(page));
-      const leaf = createHash('sha256')
-        .update(this.prefix)
-        .update(bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))
-        .digest();
+      // The u64's high half stays 0: a heap holds fewer than 2^32 pages (MAX_HEAP_BYTES).
+      input.writeUInt32LE(page, 0);
+      input.set(bytes.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), 8);
+      const leaf = hash('sha256', input, 'buffer');
       this.leaves.set(leaf, page * LEAF_BYTES);
       this.xor(leaf);
       this.has.set(page);

@@ -5,7 +5,7 @@ import type { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { RateLimiter } from '../wire/rate-limiter.js';
 import { ProtocolError, receiveControl } from './control-channel.js';
-import { DEFAULT_EXTENT_PAGES } from './extents.js';
+import { PUSH_EXTENT_PAGES } from './extents.js';
 import { MAX_FETCH_PAGES } from './messages.js';
 import { type PageSink, sendExtent } from './page-frames.js';
 import type { Channel } from './link.js';
@@ -89,7 +89,7 @@ export class PostcopyPusher {
       const end = Math.min(
         clear === -1 ? this.heap.pageCount : clear,
         this.heap.segmentEndPage(first),
-        first + DEFAULT_EXTENT_PAGES,
+        first + PUSH_EXTENT_PAGES,
       );
       await this.limit.take((end - first) * PAGE_SIZE);
       if (this.stopped) break;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { SEGMENT_PAGES } from '../../src/heap/constants.js';
@@ -63,4 +64,21 @@ test('the page-set digest is independent of order, extent length and re-sends, a
   assert.notEqual(heap.digest(bitmap), before, 'one changed byte changes the digest');
   incremental.add(101, 1, heap.rawPages(101, 1));
   assert.equal(incremental.hex(), heap.digest(bitmap), 'a newer version replaces the older one');
+});
+
+test('the page-set digest is the XOR over pages of SHA-256(u64le(page) || page bytes)', () => {
+  const heap = SecureHeap.create(4 * 2 ** 20);
+  const pages = [3, 4, 700];
+  for (const p of pages) heap.writeU32(p * 4096 + 100, 0xc0ffee + p);
+  const expected = Buffer.alloc(32);
+  for (const p of pages) {
+    const index = Buffer.alloc(8);
+    index.writeBigUInt64LE(BigInt(p));
+    const leaf = createHash('sha256').update(index).update(heap.rawPages(p, 1)).digest();
+    for (let i = 0; i < 32; i++) expected[i]! ^= leaf[i]!;
+  }
+  const digest = new PageSetDigest(heap.pageCount);
+  digest.add(3, 2, heap.rawPages(3, 2));
+  digest.add(700, 1, heap.rawPages(700, 1));
+  assert.equal(digest.hex(), expected.toString('hex'));
 });
