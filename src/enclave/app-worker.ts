@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
+import { restorePagesOf } from '../apps/app.js';
 import { createApp, type MigratableApp } from '../apps/registry.js';
 import { HeapAllocator } from '../heap/allocator.js';
 import { PAGE_SIZE } from '../heap/constants.js';
@@ -59,7 +60,12 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
     case 'pause': {
       app.pause();
       const pausedAtMs = monotonicMs();
-      return { pausedAtMs, snapshot: app.snapshot(), words: heap.dirty.take().words };
+      return {
+        pausedAtMs,
+        snapshot: app.snapshot(),
+        words: heap.dirty.take().words,
+        restorePages: restorePagesOf(heap, app).words,
+      };
     }
     case 'serve':
       app.serve();

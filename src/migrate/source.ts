@@ -280,13 +280,17 @@ export async function migrateOut(
     };
     await sendControl(channel, sink.sealer, { t: 'begin', ...begin });
 
-    if (!hasPostcopy(req.mode)) {
-      for (const { first, count } of extentsOf(pending, heap)) {
-        sent(await sendExtent(sink, heap, first, count, epoch, digest));
-        ticker.report('transfer', bytesSent, bytesTotal);
-      }
-      pending.clearAll();
+    // Post-copy sends only what restoring the application reads, before START: a demand fetch there
+    // would cost a round trip between the enclaves, all of it downtime.
+    const beforeStart = hasPostcopy(req.mode)
+      ? new PageBitmap(paused_.restorePages, heap.pageCount)
+      : pending;
+    beforeStart.and(pending);
+    for (const { first, count } of extentsOf(beforeStart, heap)) {
+      sent(await sendExtent(sink, heap, first, count, epoch, digest));
+      ticker.report('transfer', bytesSent, bytesTotal);
     }
+    pending.andNot(beforeStart);
     const transferDoneAtMs = mark('transferDone');
     ticker.report('resume', bytesSent, bytesTotal, true);
 
