@@ -23,6 +23,7 @@ export interface MigratingApp {
    * restoring reads, in the same call: the blackout pays one round trip to the application thread.
    */
   pause(): Promise<PausedApp>;
+  /** Serves; may be called before restore() settled, and then refuses if restoring failed. */
   serve(): Promise<{ servingAtMs: number }>;
   /** Attaches the allocator and the application to a heap that arrived (may fault on missing pages). */
   /**

@@ -3,7 +3,7 @@ import type { MigrationProgress } from '../enclave/ipc.js';
 import { allocatedBitmapOf } from '../heap/allocator-layout.js';
 import { decodeBitmap, encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE } from '../heap/constants.js';
-import { PageBitmap } from '../heap/page-bitmap.js';
+import { PageBitmap, warmUpBitmapCode } from '../heap/page-bitmap.js';
 import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
@@ -254,6 +254,7 @@ export async function migrateOut(
     // The same arithmetic on the bitmaps as in the blackout below, once, so that it runs compiled
     // there: cold, it costs milliseconds per GiB of heap, all of them downtime.
     blackoutSets(allocated, precopy?.current.copy() ?? null, PageBitmap.create(heap.pageCount), null);
+    warmUpBitmapCode(heap.pageCount);
     phase = 'blackout';
     const paused_ = await app.pause();
     paused = true;
