@@ -1,4 +1,6 @@
-import type { HeapAllocator } from '../heap/allocator.js';
+import { HeapAllocator } from '../heap/allocator.js';
+import { type HeapRange, markPagesOf } from '../heap/heap-range.js';
+import { PageBitmap } from '../heap/page-bitmap.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 
 /**
@@ -40,6 +42,12 @@ export interface EnclaveApp {
   /** Re-attach to application structures that arrived in the heap, plus the snapshot. */
   restore(snapshot: AppSnapshot): void;
   /**
+   * The heap bytes restore() reads (the allocator's own metadata aside), named by the source while
+   * paused: a post-copy blackout sends their pages with START, so that restoring on the destination
+   * never waits for a demand fetch.
+   */
+  restoreReads(): HeapRange[];
+  /**
    * Close the listener and every client connection but keep the state; listen() may bind again.
    * A source does this once START is out: its clients should find the application where it runs now.
    */
@@ -48,4 +56,14 @@ export interface EnclaveApp {
   close(): Promise<void>;
   /** Figures for `ps` and INFO-like reporting. */
   stats(): Record<string, number>;
+}
+
+/**
+ * The pages a destination reads when it attaches the allocator and restores `app` (which must be
+ * formatted or restored here): what a post-copy source sends before START.
+ */
+export function restorePagesOf(heap: SecureHeap, app: EnclaveApp): PageBitmap {
+  const pages = PageBitmap.create(heap.pageCount);
+  markPagesOf([HeapAllocator.attachReads(heap.pageCount), ...app.restoreReads()], pages);
+  return pages;
 }

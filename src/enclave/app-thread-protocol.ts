@@ -40,7 +40,7 @@ export type AppRequest =
 export interface AppResults {
   'start-fresh': { stats: Record<string, number> };
   listen: Record<string, never>;
-  pause: { pausedAtMs: number; snapshot: AppSnapshot; words: Uint32Array };
+  pause: { pausedAtMs: number; snapshot: AppSnapshot; words: Uint32Array; restorePages: Uint32Array };
   serve: { servingAtMs: number };
   restore: Record<string, never>;
   'take-dirty': { words: Uint32Array };

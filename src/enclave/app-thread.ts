@@ -1,6 +1,7 @@
 import { type Transferable, Worker } from 'node:worker_threads';
 import type { AppSnapshot } from '../apps/app.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
+import type { PausedApp } from '../migrate/migrating-app.js';
 import type { ThreadBinding } from '../trackers/tracker.js';
 import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from './app-thread-protocol.js';
 
@@ -41,9 +42,9 @@ export class AppThread {
     await this.call({ op: 'listen' });
   }
 
-  async pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }> {
-    const { pausedAtMs, snapshot, words } = await this.call({ op: 'pause' });
-    return { pausedAtMs, snapshot, dirty: words };
+  async pause(): Promise<PausedApp> {
+    const { pausedAtMs, snapshot, words, restorePages } = await this.call({ op: 'pause' });
+    return { pausedAtMs, snapshot, dirty: words, restorePages };
   }
 
   serve(): Promise<AppResults['serve']> {

@@ -1,8 +1,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
+import { restorePagesOf } from '../apps/app.js';
 import { createApp, type MigratableApp } from '../apps/registry.js';
 import { HeapAllocator } from '../heap/allocator.js';
 import { PAGE_SIZE } from '../heap/constants.js';
+import { warmUpBitmapCode } from '../heap/page-bitmap.js';
 import { SecureHeap } from '../heap/secure-heap.js';
 import { attachTracker } from '../trackers/attach.js';
 import { monotonicMs } from '../util/clock.js';
@@ -22,6 +24,11 @@ let allocator: HeapAllocator | undefined;
 let detachTracker: (() => void) | undefined;
 /** Whether the application port is bound (disconnect releases it; reconnect binds it again). */
 let listening = false;
+/**
+ * A destination queues `serve` right behind `restore` (no round trip in between): once restoring
+ * failed, the application must never serve here.
+ */
+let restoreFailed = false;
 
 const app: MigratableApp = createApp(data.kind, {
   heap,
@@ -53,21 +60,34 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       app.serve();
       return { stats: stats() };
     case 'listen':
+      // A destination: attaching the allocator counts its bitmap in the blackout; compiled by then.
+      warmUpBitmapCode(heap.pageCount);
       await app.listen();
       listening = true;
       return {};
     case 'pause': {
       app.pause();
       const pausedAtMs = monotonicMs();
-      return { pausedAtMs, snapshot: app.snapshot(), words: heap.dirty.take().words };
+      return {
+        pausedAtMs,
+        snapshot: app.snapshot(),
+        words: heap.dirty.take().words,
+        restorePages: restorePagesOf(heap, app).words,
+      };
     }
     case 'serve':
+      if (restoreFailed) throw new Error('not serving: restoring the application failed');
       app.serve();
       return { servingAtMs: monotonicMs() };
     case 'restore':
-      if (request.tracking) detachTracker = attachTracker(heap, request.tracking);
-      allocator = HeapAllocator.attach(heap);
-      app.restore(request.snapshot);
+      try {
+        if (request.tracking) detachTracker = attachTracker(heap, request.tracking);
+        allocator = HeapAllocator.attach(heap);
+        app.restore(request.snapshot);
+      } catch (err) {
+        restoreFailed = true;
+        throw err;
+      }
       return {};
     case 'take-dirty': {
       const { words } = heap.dirty.take();

@@ -13,6 +13,7 @@ import {
 } from './allocator-layout.js';
 import { PAGE_SIZE } from './constants.js';
 import { HeapCorruptionError, HeapFormatError, HeapFullError } from './errors.js';
+import type { HeapRange } from './heap-range.js';
 import { bitmapWords, PageBitmap } from './page-bitmap.js';
 import type { SecureHeap } from './secure-heap.js';
 import { CHUNKS_PER_PAGE, MAX_CHUNK_BYTES, SIZE_CLASSES, sizeClassOf } from './size-classes.js';
@@ -118,6 +119,12 @@ export class HeapAllocator {
       throw new HeapFormatError(`allocated bitmap holds ${counted} pages, the header says ${recorded}`);
     }
     return allocator;
+  }
+
+  /** The heap bytes `attach` reads on a heap of `pageCount` pages: the header and the `allocated` bitmap. */
+  static attachReads(pageCount: number): HeapRange {
+    const { bitmapAddr } = layoutFor(pageCount);
+    return { addr: 0, bytes: bitmapAddr + bitmapWords(pageCount) * 4 };
   }
 
   /** An 8-byte aligned address (never 0) of at least `size` bytes; the contents are unspecified. */

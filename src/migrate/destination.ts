@@ -6,7 +6,7 @@ import { handshake, type SessionKeys } from '../crypto/handshake.js';
 import type { Sealer } from '../crypto/seal.js';
 import { decodeBitmap, encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE, SEGMENT_PAGES } from '../heap/constants.js';
-import { PageBitmap } from '../heap/page-bitmap.js';
+import { PageBitmap, warmUpBitmapCode } from '../heap/page-bitmap.js';
 import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
@@ -213,10 +213,13 @@ export class IncomingMigration {
       // Every page arrives before the application runs: nothing to catch, and pages decrypt in place.
       if (!hasPostcopy(prefault.mode)) heap.releaseUserfaultfd();
       const pages = prefaultPages(heap, decodeBitmap(prefault.allocated, heap.pageCount));
+      const digest = prefault.verify ? new PageSetDigest(heap.pageCount) : null;
+      // What BEGIN and START make this thread do to the page sets runs compiled then, not cold.
+      warmUpBitmapCode(heap.pageCount);
+      digest?.retainOnly(heap.present);
       await sendControl(channel, sealer, { t: 'prefaulted', pages });
       this.phase = 'receiving';
 
-      const digest = prefault.verify ? new PageSetDigest(heap.pageCount) : null;
       const installer = new PageInstaller(heap, digest, (first, count) => {
         heap.present.publishRange(first, count);
         this.tracker?.installed(first, count);
@@ -284,10 +287,15 @@ export class IncomingMigration {
         // No waiting access may hang, or go on as if its page had come.
         receiving.catch(() => this.tracker!.fail());
       }
-      await this.deps.app.restore(parseSnapshot(start.snapshot), this.tracker?.bindThread());
+      // Serve goes right behind restore: the application thread serves once restored, without a round
+      // trip to this thread in between (and refuses to if restoring failed).
+      const restored = this.deps.app.restore(parseSnapshot(start.snapshot), this.tracker?.bindThread());
+      const serving = this.deps.app.serve();
+      serving.catch(() => {});
+      await restored;
       // From here on this side serves: it must never mint an ABORT token again.
       this.phase = 'resumed';
-      const { servingAtMs: resumedAtMs } = await this.deps.app.serve();
+      const { servingAtMs: resumedAtMs } = await serving;
       this.deps.onResumed();
       if (postcopy) {
         const urgent = this.channels.urgent!;

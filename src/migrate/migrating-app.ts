@@ -2,6 +2,16 @@ import type { Transferable } from 'node:worker_threads';
 import type { AppSnapshot } from '../apps/app.js';
 import type { ThreadBinding } from '../trackers/tracker.js';
 
+/** What pause() hands over; the page sets are bitmap words (one bit per heap page). */
+export interface PausedApp {
+  pausedAtMs: number;
+  snapshot: AppSnapshot;
+  /** Pages written since the last takeDirty: the last epoch. */
+  dirty: Uint32Array;
+  /** Pages that restoring the application reads: the allocator's header and bitmap, its roots. */
+  restorePages: Uint32Array;
+}
+
 /**
  * What the migration agent, on the enclave's I/O thread, asks of the application thread
  * (enclave/app-thread.ts implements it). Each call is answered between two application events, so a
@@ -9,11 +19,11 @@ import type { ThreadBinding } from '../trackers/tracker.js';
  */
 export interface MigratingApp {
   /**
-   * Stops at a quiescent point; with the snapshot come the pages written since the last takeDirty
-   * (the last epoch), in the same call: the blackout pays one round trip to the application thread,
-   * not two.
+   * Stops at a quiescent point; with the snapshot come the last epoch's dirty pages and the pages
+   * restoring reads, in the same call: the blackout pays one round trip to the application thread.
    */
-  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }>;
+  pause(): Promise<PausedApp>;
+  /** Serves; may be called before restore() settled, and then refuses if restoring failed. */
   serve(): Promise<{ servingAtMs: number }>;
   /** Attaches the allocator and the application to a heap that arrived (may fault on missing pages). */
   /**

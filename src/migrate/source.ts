@@ -3,7 +3,7 @@ import type { MigrationProgress } from '../enclave/ipc.js';
 import { allocatedBitmapOf } from '../heap/allocator-layout.js';
 import { decodeBitmap, encodeBitmap } from '../heap/bitmap-codec.js';
 import { PAGE_SIZE } from '../heap/constants.js';
-import { PageBitmap } from '../heap/page-bitmap.js';
+import { PageBitmap, warmUpBitmapCode } from '../heap/page-bitmap.js';
 import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
@@ -254,6 +254,7 @@ export async function migrateOut(
     // The same arithmetic on the bitmaps as in the blackout below, once, so that it runs compiled
     // there: cold, it costs milliseconds per GiB of heap, all of them downtime.
     blackoutSets(allocated, precopy?.current.copy() ?? null, PageBitmap.create(heap.pageCount), null);
+    warmUpBitmapCode(heap.pageCount);
     phase = 'blackout';
     const paused_ = await app.pause();
     paused = true;
@@ -280,13 +281,17 @@ export async function migrateOut(
     };
     await sendControl(channel, sink.sealer, { t: 'begin', ...begin });
 
-    if (!hasPostcopy(req.mode)) {
-      for (const { first, count } of extentsOf(pending, heap)) {
-        sent(await sendExtent(sink, heap, first, count, epoch, digest));
-        ticker.report('transfer', bytesSent, bytesTotal);
-      }
-      pending.clearAll();
+    // Post-copy sends only what restoring the application reads, before START: a demand fetch there
+    // would cost a round trip between the enclaves, all of it downtime.
+    const beforeStart = hasPostcopy(req.mode)
+      ? new PageBitmap(paused_.restorePages, heap.pageCount)
+      : pending;
+    beforeStart.and(pending);
+    for (const { first, count } of extentsOf(beforeStart, heap)) {
+      sent(await sendExtent(sink, heap, first, count, epoch, digest));
+      ticker.report('transfer', bytesSent, bytesTotal);
     }
+    pending.andNot(beforeStart);
     const transferDoneAtMs = mark('transferDone');
     ticker.report('resume', bytesSent, bytesTotal, true);
 

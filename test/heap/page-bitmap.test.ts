@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { PageBitmap } from '../../src/heap/page-bitmap.js';
+import { PageBitmap, warmUpBitmapCode } from '../../src/heap/page-bitmap.js';
 
 describe('PageBitmap', () => {
   test('single bits can be set, read and cleared', () => {
@@ -155,3 +155,11 @@ function firstIndex(model: boolean[], from: number, end: number, value: boolean)
   for (let page = from; page < end; page++) if (model[page] === value) return page;
   return -1;
 }
+
+test('warmUpBitmapCode runs on any page count and changes no bitmap of the caller', () => {
+  const kept = PageBitmap.create(70);
+  kept.setRange(3, 40);
+  for (const pageCount of [1, 31, 32, 33, 65_537]) warmUpBitmapCode(pageCount);
+  assert.equal(kept.count(), 40);
+  assert.throws(() => warmUpBitmapCode(2 ** 32), RangeError);
+});

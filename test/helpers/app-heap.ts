@@ -1,4 +1,5 @@
 import { HeapAllocator } from '../../src/heap/allocator.js';
+import type { PageBitmap } from '../../src/heap/page-bitmap.js';
 import { SecureHeap } from '../../src/heap/secure-heap.js';
 
 export function freshHeap(bytes: number): { heap: SecureHeap; allocator: HeapAllocator } {
@@ -25,4 +26,17 @@ export function copyAllocatedPages(
     first = end >= source.pageCount ? -1 : allocated.nextSet(end);
   }
   return { heap, allocator: HeapAllocator.attach(heap), pagesCopied };
+}
+
+/**
+ * What a post-copy destination holds when it restores the application: only `pages` (restorePagesOf,
+ * what the source sends before START), copied raw; every other page is missing, and reading one throws.
+ */
+export function copyOnlyPages(source: SecureHeap, pages: PageBitmap): SecureHeap {
+  const heap = SecureHeap.createIncoming(source.byteLength, 'present-checks');
+  for (const { first, count } of source.runs(pages)) {
+    heap.rawPages(first, count).set(source.rawPages(first, count));
+    heap.present.publishRange(first, count);
+  }
+  return heap;
 }

@@ -12,7 +12,7 @@ import { SecureHeap } from '../../src/heap/secure-heap.js';
 import { openControl, sendControl } from '../../src/migrate/control-channel.js';
 import { type DestinationOutcome, migrateIn } from '../../src/migrate/destination.js';
 import type { ControlMessage, ControlOf } from '../../src/migrate/messages.js';
-import type { MigratingApp } from '../../src/migrate/migrating-app.js';
+import type { MigratingApp, PausedApp } from '../../src/migrate/migrating-app.js';
 import { metadataDigest } from '../../src/migrate/metadata-digest.js';
 import { migrateOut, type SourceOutcome } from '../../src/migrate/source.js';
 import { TokenMinter, TokenVerifier } from '../../src/migrate/tokens.js';
@@ -44,12 +44,13 @@ class RecordingApp implements MigratingApp {
     this.timesServed++;
     return Promise.resolve({ servingAtMs: monotonicMs() });
   }
-  pause(): Promise<{ pausedAtMs: number; snapshot: AppSnapshot; dirty: Uint32Array }> {
+  pause(): Promise<PausedApp> {
     this.running = false;
     return Promise.resolve({
       pausedAtMs: monotonicMs(),
       snapshot: { app: 'kv', totalCommands: 7 },
       dirty: new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)),
+      restorePages: new Uint32Array(bitmapWords(HEAP_BYTES / PAGE_SIZE)),
     });
   }
   restore(snapshot: AppSnapshot): Promise<void> {

@@ -1,4 +1,5 @@
 import type { HeapAllocator } from '../../heap/allocator.js';
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { AppContext, AppSnapshot, EnclaveApp } from '../app.js';
 import { RespServer } from '../resp-server.js';
 import { type CommandContext, executeCommand } from './commands.js';
@@ -75,6 +76,10 @@ class KvServer implements KvApp {
 
   snapshot(): AppSnapshot {
     return { app: 'kv', totalCommands: this.totalCommands };
+  }
+
+  restoreReads(): HeapRange[] {
+    return this.requireStore().attachReads();
   }
 
   listen(): Promise<void> {

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { type HeapAllocator, HeapFullError, MAX_ALLOCATION_BYTES } from '../../heap/allocator.js';
 import { PAGE_SIZE } from '../../heap/constants.js';
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 import { murmur3 } from './hash.js';
 import { KvFormatError, KvValueError } from './kv-errors.js';
@@ -131,6 +132,11 @@ export class KvStore {
 
   get size(): number {
     return this.count;
+  }
+
+  /** The heap bytes `attach` reads besides the allocator's root slot: the header. */
+  attachReads(): HeapRange[] {
+    return [{ addr: this.header, bytes: HEADER_BYTES }];
   }
 
   /** A copy of the value, or null. */

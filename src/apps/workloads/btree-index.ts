@@ -1,5 +1,6 @@
 import { type HeapAllocator, HeapFullError } from '../../heap/allocator.js';
 import { PAGE_SIZE } from '../../heap/constants.js';
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 
 /** A node is one heap page of u32 words: a 4-word header, then keys, then values or children. */
@@ -152,6 +153,11 @@ export class BPlusTree {
     const tree = new BPlusTree(heap, allocator, address, options);
     if (tree.field(Descriptor.magic) !== DESCRIPTOR_MAGIC) throw damaged('no tree descriptor');
     return tree;
+  }
+
+  /** The heap bytes `attach` reads: the descriptor. */
+  attachReads(): HeapRange[] {
+    return [{ addr: this.address, bytes: DESCRIPTOR_BYTES }];
   }
 
   stats(): { entries: number; height: number; leaves: number; innerNodes: number } {

@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import { PAGE_SIZE } from '../../heap/constants.js';
 import { itemHash } from './content-digest.js';
 import { BPlusTree, BULK_LEAF_ENTRIES, INSERTED, NO_ROOM } from './btree-index.js';
@@ -36,8 +37,11 @@ export function createBtree(io: WorkloadIo): Workload {
     } else io.digest.replace(key, outcome, value);
   };
 
+  let rootBlock = 0;
   return {
+    attachReads: (): HeapRange[] => [{ addr: rootBlock, bytes: ROOT_BYTES }, ...index().attachReads()],
     attach(root) {
+      rootBlock = root;
       if (io.heap.readU32(root) !== ROOT_MAGIC) throw new Error('btree: the heap holds no btree workload');
       keyLimit = io.heap.readU32(root + 4);
       tree = BPlusTree.attach(io.heap, io.allocator, io.heap.readU64(root + 8));
@@ -58,6 +62,7 @@ export function createBtree(io: WorkloadIo): Workload {
       });
       keyLimit = key + 1;
       const root = io.allocator.alloc(ROOT_BYTES);
+      rootBlock = root;
       io.heap.writeU32(root, ROOT_MAGIC);
       io.heap.writeU32(root + 4, keyLimit);
       io.heap.writeU64(root + 8, tree.address);

@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { HeapAllocator } from '../../heap/allocator.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 import { type ContentDigest, itemHash } from './content-digest.js';
@@ -93,6 +94,11 @@ export class CsrGraph {
     const ranks = HeapU32Array.create(heap, allocator, vertices);
     writeAll(ranks, (_from, view) => view.fill(RANK_ONE));
     return new CsrGraph(offsets, edges, ranks);
+  }
+
+  /** The heap bytes `attach` reads: the three arrays' directories. */
+  attachReads(): HeapRange[] {
+    return [this.offsets, this.edges, this.ranks].flatMap((array) => array.attachReads());
   }
 
   static attach(heap: SecureHeap, offsets: number, edges: number, ranks: number): CsrGraph {

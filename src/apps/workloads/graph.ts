@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import { CsrGraph } from './csr-graph.js';
 import { below } from './micro.js';
 import type { Workload, WorkloadIo } from './workload.js';
@@ -44,6 +45,7 @@ export function createGraph(io: WorkloadIo): Workload {
   };
 
   return {
+    attachReads: (): HeapRange[] => [{ addr: state, bytes: STATE_BYTES }, ...attached().attachReads()],
     attach(root) {
       const { heap } = io;
       if (heap.readU32(root) !== STATE_MAGIC) throw new Error('graph: the root holds no graph');

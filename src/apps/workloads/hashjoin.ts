@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import { itemHash } from './content-digest.js';
 import { HeapU32Array } from './heap-array.js';
 import { below } from './micro.js';
@@ -160,6 +161,10 @@ export function createHashjoin(io: WorkloadIo): HashjoinWorkload {
   };
 
   return {
+    attachReads: (): HeapRange[] => [
+      { addr: root, bytes: ROOT_BYTES },
+      ...Object.values(arrays()).flatMap((array) => array.attachReads()),
+    ],
     attach(address) {
       root = address;
       if (field('magic') !== ROOT_MAGIC) throw new Error('hashjoin: the heap holds no hashjoin workload');

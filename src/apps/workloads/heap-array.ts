@@ -1,4 +1,5 @@
 import { type HeapAllocator, MAX_ALLOCATION_BYTES } from '../../heap/allocator.js';
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 
 /** Elements per chunk: 64 MiB blocks, well under the allocator's largest block and within a segment. */
@@ -51,6 +52,11 @@ export class HeapU32Array {
     const chunks: number[] = [];
     for (let i = 0; i < chunkCount; i++) chunks.push(heap.readU64(directory + HEADER_BYTES + i * 8));
     return new HeapU32Array(heap, directory, length, chunks);
+  }
+
+  /** The heap bytes `attach` reads: the directory. */
+  attachReads(): HeapRange[] {
+    return [{ addr: this.address, bytes: HEADER_BYTES + this.chunks.length * 8 }];
   }
 
   get(index: number): number {

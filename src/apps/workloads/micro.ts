@@ -22,6 +22,7 @@ export function createMicro(io: WorkloadIo): Workload {
     attach(root) {
       words = HeapU32Array.attach(io.heap, root);
     },
+    attachReads: () => data().attachReads(),
     create(targetBytes) {
       const length = Math.max(1024, Math.floor(targetBytes / 4 / 1024) * 1024);
       words = HeapU32Array.create(io.heap, io.allocator, length);

@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import { PAGE_SIZE } from '../../heap/constants.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 import { itemHash } from './content-digest.js';
@@ -85,6 +86,10 @@ export function createStream(io: WorkloadIo): Workload {
   }
 
   return {
+    attachReads: (): HeapRange[] => [
+      { addr: state, bytes: STATE_BYTES },
+      ...attached().flatMap((array) => array.attachReads()),
+    ],
     attach(root) {
       const { heap } = io;
       state = root;

@@ -1,3 +1,4 @@
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { AppContext, AppSnapshot } from '../app.js';
 import type { CommandOutcome } from '../kv/commands.js';
 import type { ReplyWriter } from '../kv/resp.js';
@@ -93,6 +94,12 @@ export class WorkloadApp implements MigratableApp {
 
   snapshot(): AppSnapshot {
     return { app: this.kind };
+  }
+
+  restoreReads(): HeapRange[] {
+    if (!this.state) throw new Error(`${this.kind}: neither formatted nor restored`);
+    const state = { addr: this.state, bytes: STATE_BYTES };
+    return this.created ? [state, ...this.workload.attachReads()] : [state];
   }
 
   listen(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { HeapAllocator } from '../../heap/allocator.js';
+import type { HeapRange } from '../../heap/heap-range.js';
 import type { SecureHeap } from '../../heap/secure-heap.js';
 import type { ContentDigest } from './content-digest.js';
 
@@ -29,6 +30,8 @@ export interface Workload {
   create(targetBytes: number): { root: number; items: number; bytes: number };
   /** Finds the structures again in a heap that arrived (create() leaves the workload attached). */
   attach(root: number): void;
+  /** The heap bytes attach() reads, for the structures attached now. */
+  attachReads(): HeapRange[];
   /** Runs `ops` operations; `writeShare` in [0, 1] is the share that modify the data. */
   run(ops: number, writeShare: number): void;
   /** The content digest recomputed from the data alone (a full scan). */
