@@ -1,3 +1,4 @@
+import { fmix32 } from '../../util/fmix32.js';
 /**
  * MurmurHash3 (x86, 32-bit) of a byte string. Seeded per store with a random value, so that a client
  * cannot precompute keys that all land in one bucket of a given store.
@@ -18,13 +19,7 @@ export function murmur3(key: Uint8Array, seed: number): number {
     if (rest > 2) k |= key[tail + 2]! << 16;
     h ^= scramble(k);
   }
-  h ^= key.length;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h ^ key.length);
 }
 
 function scramble(k: number): number {

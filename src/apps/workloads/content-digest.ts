@@ -1,3 +1,5 @@
+import { fmix32 } from '../../util/fmix32.js';
+
 /**
  * An order-independent digest of a workload's content: the sum, modulo 2^32, of a mixed hash of every
  * item (a key and a value, both u32). Adding and removing an item are O(1), so a workload keeps the
@@ -5,14 +7,7 @@
  * stale or damaged after a migration makes the two differ (with probability 1 - 2^-32).
  */
 export function itemHash(key: number, value: number): number {
-  // murmur3's finaliser over the key and value combined.
-  let h = Math.imul(key, 0x9e3779b1) ^ value;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(Math.imul(key, 0x9e3779b1) ^ value);
 }
 
 export class ContentDigest {
