@@ -8,6 +8,11 @@ export interface WorkloadResults {
   kind: string;
   writeShare: number | null;
   summary: string | null;
+  /**
+   * The largest heap this workload has a run at: the run's largest size, or less where a run was cut
+   * short (sizes run in order, every workload at a size before the next size).
+   */
+  largest: number;
   runs: ResultsRun[];
   failures: ResultsFailure[];
   cells: Cell[];
@@ -34,6 +39,7 @@ export function analyse(results: BenchResults): Analysis {
       kind: w.kind,
       writeShare: w.writeShare ?? null,
       summary: w.summary ?? null,
+      largest: Math.max(sizes[0]!, ...runs.map((r) => r.heapBytes)),
       runs,
       failures,
       cells: summarise(sizes, results.variants, runs, failures),

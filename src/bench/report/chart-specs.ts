@@ -1,3 +1,4 @@
+import { formatBytes } from '../../util/size.js';
 import type { TopLevelSpec } from 'vega-lite';
 import { hasPostcopy } from '../../migrate/modes.js';
 import { type Cell, variantLabel, type Variant } from '../summary.js';
@@ -91,12 +92,13 @@ function downtimeVsHeap(a: Analysis): ChartSpec {
 function reductionVsStopAndCopy(a: Analysis): ChartSpec {
   const values = a.workloads.flatMap((w) =>
     measuredCells(w)
-      .filter((c) => c.heapBytes === a.largest && c.mode !== 'stop-and-copy')
+      .filter((c) => c.heapBytes === w.largest && c.mode !== 'stop-and-copy')
       .flatMap((c) => {
         const reduction = downtimeReduction(w.cells, c);
+        const workload = `${w.label} (${formatBytes(w.largest)})`;
         return reduction === null
           ? []
-          : [{ workload: w.label, variant: variantLabel(c), reductionPct: reduction * 100 }];
+          : [{ workload, variant: variantLabel(c), reductionPct: reduction * 100 }];
       }),
   );
   const [low, high] = PAPER_REDUCTION_BAND;
@@ -242,7 +244,7 @@ function timeline(a: Analysis, w: WorkloadResults): ChartSpec | null {
   const values: Record<string, string | number>[] = [];
   const shown = timelineVariants(a);
   for (const variant of shown) {
-    const cell = measuredCell(w.cells, a.largest, variant);
+    const cell = measuredCell(w.cells, w.largest, variant);
     const run = cell && medianRun(w.runs, cell);
     if (!run) continue;
     const { bucketMs, opsPer100ms, marks } = run.timeline;
@@ -257,7 +259,7 @@ function timeline(a: Analysis, w: WorkloadResults): ChartSpec | null {
   if (values.length === 0) return null;
   return {
     name: `timeline-${fileSafe(w.label)}`,
-    title: `${w.label}: client throughput through one migration at the largest heap (the run with the median downtime)`,
+    title: `${w.label}: client throughput through one migration at ${formatBytes(w.largest)} (the run with the median downtime)`,
     spec: {
       data: { values },
       facet: {
@@ -308,7 +310,7 @@ function faultLatency(a: Analysis): ChartSpec | null {
       .filter((v) => hasPostcopy(v.mode))
       .map((v) => {
         const runs = w.runs.filter(
-          (r) => r.heapBytes === a.largest && r.mode === v.mode && r.tracker === v.tracker,
+          (r) => r.heapBytes === w.largest && r.mode === v.mode && r.tracker === v.tracker,
         );
         const summed = sumHistograms(runs.map((r) => r.report.faultLatencyUs?.histogram ?? []));
         return { workload: w.label, mode: v.mode, tracker: v.tracker ?? '-', summed };
@@ -330,7 +332,7 @@ function faultLatency(a: Analysis): ChartSpec | null {
   return {
     name: 'fault-latency',
     title:
-      'Demand-fault latency per tracker at the largest heap (share of faults per [2^i, 2^(i+1)) µs bucket, summed over the runs)',
+      "Demand-fault latency per tracker at each workload's largest heap (share of faults per [2^i, 2^(i+1)) µs bucket, summed over the runs)",
     spec: {
       data: { values },
       facet: {
