@@ -186,6 +186,10 @@ bench
   .description('results.md and charts (SVG, PNG) from the results JSON of a `constmig bench` run')
   .argument('<results.json>', 'the raw JSON a run wrote')
   .option('--out <dir>', "where to write results.md and charts/ (default: the JSON's folder)")
+  .option(
+    '--measure-limits',
+    "if the run ended before measuring this machine's AES-256-GCM, SHA-256 and memcpy rates, measure them now (results.md says so)",
+  )
   .action(action(benchReportCommand));
 
 await program.parseAsync(process.argv);

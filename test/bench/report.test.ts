@@ -293,3 +293,29 @@ describe('analysis', () => {
     assert.deepEqual(sumHistograms([]), []);
   });
 });
+
+test('a run that ended before measuring the machine: the report measures it when asked, and says so', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'constmig-report-limits-'));
+  try {
+    const cut = fixture();
+    cut.machine.limits = null;
+    const file = path.join(dir, 'cut.json');
+    fs.writeFileSync(file, JSON.stringify(cut));
+    const without = await writeReport(file, path.join(dir, 'without'));
+    assert.match(fs.readFileSync(without.markdownFile, 'utf8'), /not measured \(the run ended before/);
+    let measured = 0;
+    const limitsNow = () => {
+      measured++;
+      return { aesGcmMBps: 1234, sha256MBps: 567, memcpyMBps: 8900, recordBytes: 262144 };
+    };
+    const withLimits = await writeReport(file, path.join(dir, 'with'), { limitsNow });
+    const text = fs.readFileSync(withLimits.markdownFile, 'utf8');
+    assert.equal(measured, 1);
+    assert.match(text, /1234 MB\/s .*measured on .* when this report was made/);
+    // A file with its own figures keeps them: the report never replaces what the run measured.
+    await writeReport(FIXTURE, path.join(dir, 'own'), { limitsNow });
+    assert.equal(measured, 1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { formatBytes } from '../../util/size.js';
 import { type Cell, fixed, variantLabel, type Variant } from '../summary.js';
@@ -19,6 +20,8 @@ export interface MarkdownInput {
   resultsFile: string;
   /** Why there are no PNGs, when there are none. */
   pngUnavailable: string | null;
+  /** The run ended before measuring this machine's rates; the report measured them (--measure-limits). */
+  limitsMeasuredByReport?: boolean;
 }
 
 const escapeCell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -43,7 +46,7 @@ export function renderMarkdown(input: MarkdownInput): string {
       ? []
       : ['', '**This run did not complete: the results file was written before the last migration.**']),
     '',
-    ...setup(a),
+    ...setup(a, input.limitsMeasuredByReport ?? false),
     '',
     ...workloadList(a),
     '',
@@ -68,7 +71,7 @@ export function renderMarkdown(input: MarkdownInput): string {
   ].join('\n');
 }
 
-function setup(a: Analysis): string[] {
+function setup(a: Analysis, limitsMeasuredByReport: boolean): string[] {
   const { machine, link, options } = a.results;
   const v = machine.versions;
   const limits = machine.limits;
@@ -97,7 +100,7 @@ function setup(a: Analysis): string[] {
     [
       'AES-256-GCM (measured, one core)',
       limits
-        ? `${limits.aesGcmMBps.toFixed(0)} MB/s (SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s)`
+        ? `${limits.aesGcmMBps.toFixed(0)} MB/s (SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s)${limitsMeasuredByReport ? `; measured on ${os.hostname()} when this report was made (${new Date().toISOString()}), because the run ended before measuring` : ''}`
         : 'not measured (the run ended before the measurement)',
     ],
     ['physical bound rate', a.boundRateBytesPerSec === null ? '-' : mbps(a.boundRateBytesPerSec)],

@@ -5,6 +5,7 @@ import { chartSpecs } from './chart-specs.js';
 import { checkGoals } from './goals.js';
 import { type ChartLink, renderMarkdown } from './markdown.js';
 import { pngRenderer, renderSvg } from './render-charts.js';
+import type { PhysicalLimits } from '../physical-limits.js';
 import { loadResults } from './results-file.js';
 
 /** Charts live next to results.md, so that its links stay relative wherever the folder goes. */
@@ -18,9 +19,27 @@ export interface WrittenReport {
   pngUnavailable: string | null;
 }
 
+export interface ReportOptions {
+  /**
+   * This machine's rates, measured now, for a results file whose run ended before it measured them
+   * (interrupted): results.md says where they come from. Ignored when the file has its own.
+   */
+  limitsNow?: () => PhysicalLimits;
+}
+
 /** `<outDir>/results.md` and `<outDir>/charts/*.svg|png` from one results file of `constmig bench`. */
-export async function writeReport(resultsFile: string, outDir: string): Promise<WrittenReport> {
-  const analysis = analyse(await loadResults(resultsFile));
+export async function writeReport(
+  resultsFile: string,
+  outDir: string,
+  options: ReportOptions = {},
+): Promise<WrittenReport> {
+  const results = await loadResults(resultsFile);
+  let limitsMeasuredByReport = false;
+  if (!results.machine.limits && options.limitsNow) {
+    results.machine.limits = options.limitsNow();
+    limitsMeasuredByReport = true;
+  }
+  const analysis = analyse(results);
   const chartsDir = path.join(outDir, CHARTS_DIR);
   await fs.mkdir(chartsDir, { recursive: true });
   const png = await pngRenderer();
@@ -44,7 +63,14 @@ export async function writeReport(resultsFile: string, outDir: string): Promise<
   const markdownFile = path.join(outDir, 'results.md');
   await fs.writeFile(
     markdownFile,
-    renderMarkdown({ analysis, goals: checkGoals(analysis), charts: links, resultsFile, pngUnavailable }),
+    renderMarkdown({
+      analysis,
+      goals: checkGoals(analysis),
+      charts: links,
+      resultsFile,
+      pngUnavailable,
+      limitsMeasuredByReport,
+    }),
   );
   return { markdownFile, charts: written, pngUnavailable };
 }

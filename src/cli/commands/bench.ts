@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { WORKLOAD_KINDS } from '../../apps/registry.js';
 import { parseBenchOptions, type RawBenchOptions, runModesBench } from '../../bench/modes-bench.js';
+import { measurePhysicalLimits } from '../../bench/physical-limits.js';
 import { CHARTS_DIR, writeReport } from '../../bench/report/write-report.js';
 import { UserError } from '../../util/errors.js';
 
@@ -54,9 +55,14 @@ export async function benchCommand(options: BenchCommandOptions): Promise<void> 
 }
 
 /** `constmig bench report <results.json>`: results.md and charts from a results file, by default beside it. */
-export async function benchReportCommand(resultsFile: string, options: { out?: string }): Promise<void> {
+export async function benchReportCommand(
+  resultsFile: string,
+  options: { out?: string; measureLimits?: boolean },
+): Promise<void> {
   const outDir = options.out ?? path.dirname(resultsFile);
-  const { markdownFile, charts, pngUnavailable } = await writeReport(resultsFile, outDir);
+  const { markdownFile, charts, pngUnavailable } = await writeReport(resultsFile, outDir, {
+    limitsNow: options.measureLimits ? measurePhysicalLimits : undefined,
+  });
   process.stdout.write(`${markdownFile}\n${charts.length} chart files in ${path.join(outDir, CHARTS_DIR)}\n`);
   if (pngUnavailable) process.stderr.write(`constmig: warning: ${pngUnavailable}\n`);
 }
