@@ -327,7 +327,20 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   );
   const t0 = monotonicMs();
   let index = 0;
+  // Ctrl-C (or SIGTERM) ends the benchmark after the migration under way, and the rest still happens:
+  // the machine is measured and the results and the report are written. A second one quits at once.
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    process.stderr.write(
+      `${signal}: stopping after the migration under way, then measuring this machine and writing the results (${signal} again to quit at once)\n`,
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
   for (const [step, { workload, heapBytes }] of steps.entries()) {
+    if (stopping) break;
     const cluster = await startBenchHosts(link, 'constmig-bench-');
     let keepLogs = false;
     const name = `${workload.label} ${formatBytes(heapBytes)}`;
@@ -406,6 +419,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
             `${line} | ${duration(monotonicMs() - t0)} elapsed, ETA ${left === null ? '?' : `~${duration(left)}`}\n`,
           );
           writeRaw(false);
+          if (stopping) break stepLoop;
         }
       }
     } finally {
@@ -417,7 +431,9 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
 
   process.stderr.write('measuring this machine (AES-256-GCM, SHA-256, memcpy)…\n');
   limits = measurePhysicalLimits();
-  writeRaw(true);
+  writeRaw(!stopping);
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
   const summary = [
     `constmig bench, ${startedAt.toISOString()}: ${workloads.map((w) => w.label).join(', ')} x ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on, ${describeLink(link)}`,
     ...(faultSkipped ? [faultSkipped] : []),
@@ -452,5 +468,9 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   process.stdout.write(`${summary}\n`);
   fs.writeFileSync(rawFile.replace(/\.json$/, '.txt'), `${summary}\n`);
   if (all.failures.length || all.notes.length) process.exitCode = 1;
+  if (stopping) {
+    process.stderr.write(`stopped early: ${index} of ${total} migrations run\n`);
+    process.exitCode = 130;
+  }
   return rawFile;
 }
