@@ -23,6 +23,16 @@ const FACET_COLUMNS = 3;
 const CELL = { width: 220, height: 160 } as const;
 const GiB = 2 ** 30;
 
+type FacetedCell = Extract<TopLevelSpec, { facet: unknown }>['spec'];
+
+/** One small chart per workload, three to a row, from the same data. */
+const perWorkload = (values: object[], cell: FacetedCell): TopLevelSpec => ({
+  data: { values },
+  facet: { field: 'workload', type: 'nominal', title: null },
+  columns: FACET_COLUMNS,
+  spec: { ...CELL, ...cell },
+});
+
 /** Every chart shows a variant in the same colour, in the harness's order. */
 const variantColour = (a: Analysis) => ({
   field: 'variant',
@@ -72,20 +82,14 @@ function downtimeVsHeap(a: Analysis): ChartSpec {
   return {
     name: 'downtime-vs-heap',
     title: 'Median downtime vs heap size per mode (log-log)',
-    spec: {
-      data: { values },
-      facet: { field: 'workload', type: 'nominal', title: null },
-      columns: FACET_COLUMNS,
-      spec: {
-        ...CELL,
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: heapAxis(a),
-          y: { field: 'downtimeMs', type: 'quantitative', title: 'downtime (ms)', scale: { type: 'log' } },
-          color: variantColour(a),
-        },
+    spec: perWorkload(values, {
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: heapAxis(a),
+        y: { field: 'downtimeMs', type: 'quantitative', title: 'downtime (ms)', scale: { type: 'log' } },
+        color: variantColour(a),
       },
-    },
+    }),
   };
 }
 
@@ -166,24 +170,18 @@ function totalVsBound(a: Analysis): ChartSpec | null {
   return {
     name: 'total-vs-bound',
     title: 'Median total migration time vs the physical bound (allocated bytes / min(link, AES-256-GCM))',
-    spec: {
-      data: { values },
-      facet: { field: 'workload', type: 'nominal', title: null },
-      columns: FACET_COLUMNS,
-      spec: {
-        ...CELL,
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: heapAxis(a),
-          y: { field: 'ms', type: 'quantitative', title: 'total time (ms)', scale: { type: 'log' } },
-          color: { field: 'series', type: 'nominal', title: 'mode', scale: { domain: series }, sort: series },
-          strokeDash: {
-            condition: { test: "datum.series === 'physical bound'", value: [4, 3] },
-            value: [1, 0],
-          },
+    spec: perWorkload(values, {
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: heapAxis(a),
+        y: { field: 'ms', type: 'quantitative', title: 'total time (ms)', scale: { type: 'log' } },
+        color: { field: 'series', type: 'nominal', title: 'mode', scale: { domain: series }, sort: series },
+        strokeDash: {
+          condition: { test: "datum.series === 'physical bound'", value: [4, 3] },
+          value: [1, 0],
         },
       },
-    },
+    }),
   };
 }
 
@@ -200,28 +198,22 @@ function totalOverBound(a: Analysis): ChartSpec | null {
   return {
     name: 'total-over-bound',
     title: 'Median total time / physical bound (1 = at the bound; the goal for post-copy is <= 1.5)',
-    spec: {
-      data: { values },
-      facet: { field: 'workload', type: 'nominal', title: null },
-      columns: FACET_COLUMNS,
-      spec: {
-        ...CELL,
-        layer: [
-          {
-            mark: { type: 'line', point: true },
-            encoding: {
-              x: heapAxis(a),
-              y: { field: 'ratio', type: 'quantitative', title: 'total time / bound' },
-              color: variantColour(a),
-            },
+    spec: perWorkload(values, {
+      layer: [
+        {
+          mark: { type: 'line', point: true },
+          encoding: {
+            x: heapAxis(a),
+            y: { field: 'ratio', type: 'quantitative', title: 'total time / bound' },
+            color: variantColour(a),
           },
-          {
-            mark: { type: 'rule', strokeDash: [4, 3], color: '#555' },
-            encoding: { y: { datum: 1.5 } },
-          },
-        ],
-      },
-    },
+        },
+        {
+          mark: { type: 'rule', strokeDash: [4, 3], color: '#555' },
+          encoding: { y: { datum: 1.5 } },
+        },
+      ],
+    }),
   };
 }
 
