@@ -7,7 +7,7 @@ import { missCatcherFor } from '../trackers/choice.js';
 import type { TrackerKind } from '../trackers/tracker.js';
 import { trackerFor } from '../trackers/tracker-for.js';
 import type { FaultLatencyReply, FaultLatencyWorkerData } from './fault-latency-worker.js';
-import { xorshift } from './xorshift.js';
+import { xorshift } from '../util/random.js';
 
 /**
  * Fault latency at the application thread, one tracker per call (section B of `npm run

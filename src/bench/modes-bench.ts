@@ -38,6 +38,7 @@ import {
   startBenchHosts,
 } from './bench-hosts.js';
 import { measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
+import { RESULTS_SCHEMA } from './report/results-file.js';
 import {
   clientThroughput,
   type FailedRun,
@@ -52,9 +53,6 @@ import {
 } from './summary.js';
 
 export { parseBenchOptions, type BenchOptions, type RawBenchOptions } from './bench-options.js';
-
-/** The version of the results JSON's layout (2: workloads; 1 had kv only and no `schema`). */
-export const RESULTS_SCHEMA = 2;
 
 /**
  * The client load runs this long before the migration is requested, and this long after it is served

@@ -61,7 +61,7 @@ import {
 } from './fault-latency.js';
 import { median } from './summary.js';
 import { countPresentChecks } from './present-check-counter.js';
-import { xorshift } from './xorshift.js';
+import { xorshift } from '../util/random.js';
 
 const SECTIONS = ['scan', 'kv', 'latency'] as const;
 type Section = (typeof SECTIONS)[number];

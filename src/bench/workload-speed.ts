@@ -13,7 +13,7 @@ import type { Workload } from '../apps/workloads/workload.js';
 import { HeapAllocator } from '../heap/allocator.js';
 import { SecureHeap } from '../heap/secure-heap.js';
 import { parseSize } from '../util/size.js';
-import { xorshift } from './xorshift.js';
+import { xorshift } from '../util/random.js';
 
 const FILL_SHARE = 0.9;
 

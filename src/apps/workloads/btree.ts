@@ -2,7 +2,7 @@ import type { HeapRange } from '../../heap/heap-range.js';
 import { PAGE_SIZE } from '../../heap/constants.js';
 import { itemHash } from './content-digest.js';
 import { BPlusTree, BULK_LEAF_ENTRIES, INSERTED, NO_ROOM } from './btree-index.js';
-import { below } from './micro.js';
+import { below } from '../../util/random.js';
 import type { Workload, WorkloadIo } from './workload.js';
 
 const ROOT_MAGIC = 0x4254574c; // 'BTWL'

@@ -1,6 +1,6 @@
 import type { HeapRange } from '../../heap/heap-range.js';
 import { CsrGraph } from './csr-graph.js';
-import { below } from './micro.js';
+import { below } from '../../util/random.js';
 import type { Workload, WorkloadIo } from './workload.js';
 
 /** Generated (undirected) edges per vertex, as Graph500's default; each is stored twice. */

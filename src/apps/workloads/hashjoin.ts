@@ -1,7 +1,7 @@
 import type { HeapRange } from '../../heap/heap-range.js';
 import { itemHash } from './content-digest.js';
 import { HeapU32Array } from './heap-array.js';
-import { below } from './micro.js';
+import { below } from '../../util/random.js';
 import type { Workload, WorkloadIo } from './workload.js';
 
 const ROOT_MAGIC = 0x484a574c; // 'HJWL'

@@ -1,9 +1,7 @@
+import { below } from '../../util/random.js';
 import { itemHash } from './content-digest.js';
 import { HeapU32Array } from './heap-array.js';
 import type { Workload, WorkloadIo } from './workload.js';
-
-/** Maps a uniform u32 onto [0, n) without the bias of `%` (n up to 2^32). */
-export const below = (random: number, n: number): number => Math.floor((random / 4294967296) * n);
 
 /**
  * The paper's microbenchmark: one array of u32 words over the whole fill; each operation reads or

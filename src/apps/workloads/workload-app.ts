@@ -1,3 +1,4 @@
+import { xorshift32 } from '../../util/random.js';
 import type { HeapRange } from '../../heap/heap-range.js';
 import type { AppContext, AppSnapshot } from '../app.js';
 import type { CommandOutcome } from '../kv/commands.js';
@@ -134,11 +135,7 @@ export class WorkloadApp implements MigratableApp {
   }
 
   private random(): number {
-    let x = this.randomState;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.randomState = x >>> 0;
+    this.randomState = xorshift32(this.randomState);
     return this.randomState;
   }
 

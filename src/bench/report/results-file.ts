@@ -106,8 +106,11 @@ const workload = z.object({
   summary: z.string().optional(),
 });
 
+/** The version of the results JSON's layout (2: workloads; 1 had kv only and no `schema`). */
+export const RESULTS_SCHEMA = 2;
+
 const resultsFile = z.object({
-  schema: z.literal(2).optional(),
+  schema: z.literal(RESULTS_SCHEMA).optional(),
   complete: z.boolean(),
   startedAt: z.string(),
   writtenAt: z.string(),

@@ -10,7 +10,7 @@ import {
 import { createBtree } from '../../../src/apps/workloads/btree.js';
 import { ContentDigest } from '../../../src/apps/workloads/content-digest.js';
 import { HeapFullError } from '../../../src/heap/allocator.js';
-import { xorshift } from '../../../src/bench/xorshift.js';
+import { xorshift } from '../../../src/util/random.js';
 import { freshHeap } from '../../helpers/app-heap.js';
 
 const MiB = 2 ** 20;

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { ContentDigest } from '../../../src/apps/workloads/content-digest.js';
 import { createHashjoin, HIT_SHARE, PROBE_BATCH, Root } from '../../../src/apps/workloads/hashjoin.js';
 import { HeapU32Array } from '../../../src/apps/workloads/heap-array.js';
-import { xorshift } from '../../../src/bench/xorshift.js';
+import { xorshift } from '../../../src/util/random.js';
 import { freshHeap } from '../../helpers/app-heap.js';
 
 const MiB = 2 ** 20;

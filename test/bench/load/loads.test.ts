@@ -6,7 +6,7 @@ import { KvLoad } from '../../../src/bench/load/kv-load.js';
 import { encodeCommand, parseReply } from '../../../src/bench/load/resp-reply.js';
 import { WorkloadLoad } from '../../../src/bench/load/workload-load.js';
 import { ScrambledZipfian } from '../../../src/bench/load/zipfian.js';
-import { xorshift } from '../../../src/bench/xorshift.js';
+import { xorshift } from '../../../src/util/random.js';
 
 /** A RESP server on loopback answering each parsed command with `answer(args)` (raw RESP text). */
 async function fakeServer(answer: (args: string[]) => string) {
