@@ -7,6 +7,11 @@
       "conditions": [
         ["OS!='linux'", { "type": "none", "sources!": ["native/uffd/uffd.cc"] }]
       ]
+    },
+    {
+      "target_name": "constmig_datapath",
+      "sources": ["native/datapath/datapath.cc"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-cast-function-type"]
     }
   ]
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# npm `install` hook: builds the userfaultfd addon (native/uffd, binding.gyp) with node-gyp, offline,
-# against the headers of the running Node. It never fails the install: without the addon constmig runs
-# with the Access Tracker, and src/native/uffd.ts reports why the addon is missing.
+# npm `install` hook: builds the native addons (binding.gyp) with node-gyp, offline, against the headers
+# of the running Node: native/uffd (userfaultfd, for the Fault Tracker) and native/datapath (AES-256-GCM
+# and SHA-256 in place, from Node's own OpenSSL). It never fails the install: without them constmig
+# runs with the Access Tracker and node:crypto, and src/native/*.ts report why an addon is missing.
 # CONSTMIG_SKIP_NATIVE=1 skips the build.
 set -u
 cd "$(dirname "$0")/.."
@@ -9,11 +10,11 @@ cd "$(dirname "$0")/.."
 say() { echo "constmig: $*" >&2; }
 
 if [[ "${CONSTMIG_SKIP_NATIVE:-}" == 1 ]]; then
-  say "userfaultfd addon not built (CONSTMIG_SKIP_NATIVE=1); the Access Tracker will be used"
+  say "native addons not built (CONSTMIG_SKIP_NATIVE=1); the Access Tracker and node:crypto will be used"
   exit 0
 fi
 if [[ "$(uname -s)" != Linux ]]; then
-  say "userfaultfd addon not built (needs Linux); the Access Tracker will be used"
+  say "native addons not built (needs Linux); the Access Tracker and node:crypto will be used"
   exit 0
 fi
 
@@ -23,7 +24,7 @@ if [[ -n "${npm_config_node_gyp:-}" && -f "${npm_config_node_gyp}" ]]; then
 elif command -v node-gyp >/dev/null; then
   gyp=(node-gyp)
 else
-  say "userfaultfd addon not built (node-gyp not found); the Access Tracker will be used"
+  say "native addons not built (node-gyp not found); the Access Tracker and node:crypto will be used"
   exit 0
 fi
 
@@ -38,10 +39,10 @@ fi
 log="$(mktemp)"
 if "${gyp[@]}" "${args[@]}" >"$log" 2>&1; then
   mkdir -p build && mv "$log" build/native-build.log
-  say "userfaultfd addon built (build/Release/constmig_uffd.node)"
+  say "native addons built (build/Release/constmig_uffd.node, constmig_datapath.node)"
 else
   tail -n 15 "$log" >&2
   mkdir -p build && mv "$log" build/native-build.log
-  say "userfaultfd addon did not build (log: build/native-build.log); the Access Tracker will be used"
+  say "native addons did not build (log: build/native-build.log); the Access Tracker and node:crypto will be used"
 fi
 exit 0

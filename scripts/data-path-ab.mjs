@@ -1,6 +1,6 @@
 // The data path's CPU cost without sockets or processes, for A/B work on a busy machine (issue 6):
 // per variant (a checkout with a built dist/), seal and digest 256 MiB of heap as the source does
-// (sendExtent over every extent), then cut the sealed stream into 64 KiB reads and open, install and
+// (sendExtent over every extent, the socket's copy included), then cut the sealed stream into 64 KiB reads and open, install and
 // digest it as the destination does (FrameReader, PageInstaller). Variants run interleaved (the order
 // reversed every repetition); each side's figure is heap MB per second of this thread's CPU time
 // (process.cpuUsage), which a loaded machine disturbs far less than wall time.
@@ -40,12 +40,15 @@ async function once(v) {
     all = v.PageBitmap.create(pages);
   all.setRange(0, pages);
   for (let p = 0; p < pages; p += 256) src.rawPages(p, 256).set(fill);
-  const parts = [];
+  // The kernel's part of a send: the bytes copied into the socket, then the write is done.
+  const wire = Buffer.allocUnsafe(BYTES + BYTES / 64);
+  let wired = 0;
   const sink = {
     sealer: new v.seal.Sealer(key, mig),
     channel: {
-      send: async (ps) => {
-        for (const x of ps) parts.push(x);
+      send: async (ps, written) => {
+        for (const x of ps) wired += wire.set(x, wired) ?? x.byteLength;
+        written?.();
       },
     },
   };
@@ -54,8 +57,9 @@ async function once(v) {
   for (const { first, count } of v.extentsOf(all, src)) await v.sendExtent(sink, src, first, count, 1, sd);
   v.res.src.push(cpu() - t);
   // the kernel's part: the stream re-cut in 64 KiB reads
-  const stream = Buffer.concat(parts);
-  parts.length = 0;
+  const stream = wire.subarray(0, wired);
+  // The destination's heap is faulted in before the pages come (prefault).
+  for (let p = 0; p < pages; p += 256) dst.rawPages(p, 256).fill(0);
   const reader = new v.frame.FrameReader(),
     opener = new v.seal.Opener(key, mig),
     dd = process.env.VERIFY === '0' ? null : new v.PageSetDigest(pages);

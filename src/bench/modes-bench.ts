@@ -37,7 +37,7 @@ import {
   describeLink,
   startBenchHosts,
 } from './bench-hosts.js';
-import { measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
+import { describeLimits, measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
 import { RESULTS_SCHEMA } from './report/results-file.js';
 import {
   clientThroughput,
@@ -436,7 +436,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
     `constmig bench, ${startedAt.toISOString()}: ${workloads.map((w) => w.label).join(', ')} x ${sizes.map(formatBytes).join(', ')} x ${measured.map(variantLabel).join(', ')}, ${repeat} repetition(s), verify ${options.verify ? 'on' : 'off'}, max-downtime ${options.maxDowntimeMs} ms, client load on, ${describeLink(link)}`,
     ...(faultSkipped ? [faultSkipped] : []),
     machineLine,
-    `this machine, measured after the migrations: AES-256-GCM ${limits.aesGcmMBps.toFixed(0)} MB/s (one core, ${limits.recordBytes / 1024} KiB records), SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s; load average at the end ${os
+    `this machine, measured after the migrations (one core, ${limits.recordBytes / 1024} KiB records): ${describeLimits(limits)}; load average at the end ${os
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,

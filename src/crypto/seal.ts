@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
+import { BufferPool } from '../util/buffer-pool.js';
+import { type Aead, type DataPath, dataPath, TAG_BYTES } from './data-path.js';
 import { decodeHeader, encodeHeader, type Frame, type FrameHeader, type FrameType } from '../wire/frame.js';
 
 /**
@@ -11,7 +12,7 @@ import { decodeHeader, encodeHeader, type Frame, type FrameHeader, type FrameTyp
  * fails verification. Body of a sealed frame = ciphertext || 16-byte tag.
  */
 
-export const TAG_BYTES = 16;
+export { TAG_BYTES };
 const KEY_BYTES = 32;
 const MIGRATION_ID_BYTES = 32;
 /** NIST SP 800-38D caps one GCM key at 2^32 invocations; we stop there. */
@@ -42,22 +43,23 @@ function nonceFor(seq: number): Buffer {
   return nonce;
 }
 
-function importKey(key: Buffer, migrationId: Buffer): KeyObject {
+function importKey(key: Buffer, migrationId: Buffer, path: DataPath): Aead {
   if (key.length !== KEY_BYTES)
     throw new RangeError(`sealing key must be ${KEY_BYTES} bytes, got ${key.length}`);
   if (migrationId.length !== MIGRATION_ID_BYTES) {
     throw new RangeError(`migration id must be ${MIGRATION_ID_BYTES} bytes, got ${migrationId.length}`);
   }
-  return createSecretKey(key);
+  return path.aead(key);
 }
 
 export class Sealer {
-  private readonly key: KeyObject;
+  private readonly key: Aead;
   private readonly migrationId: Buffer;
+  private readonly pool = new BufferPool();
   private seq = 0;
 
-  constructor(key: Buffer, migrationId: Buffer) {
-    this.key = importKey(key, migrationId);
+  constructor(key: Buffer, migrationId: Buffer, path: DataPath = dataPath()) {
+    this.key = importKey(key, migrationId, path);
     this.migrationId = Buffer.from(migrationId);
   }
 
@@ -66,8 +68,9 @@ export class Sealer {
   }
 
   /**
-   * Returns [header, ...ciphertext parts, tag], ready for FramedSocket.send. Encrypts straight from
-   * the given views (they may be heap pages in a SharedArrayBuffer): the plaintext is never copied.
+   * Returns [header, ciphertext || tag in one or more buffers], ready for FramedSocket.send. Encrypts
+   * straight from the given views (they may be heap pages in a SharedArrayBuffer): the plaintext is
+   * never copied.
    */
   seal(fields: SealFields, plaintext: Uint8Array | readonly Uint8Array[]): Buffer[] {
     if (this.seq >= MAX_FRAMES_PER_KEY) {
@@ -85,15 +88,17 @@ export class Sealer {
       firstPage: fields.firstPage ?? 0,
       seq: this.seq,
     });
-    const cipher = createCipheriv('aes-256-gcm', this.key, nonceFor(this.seq), { authTagLength: TAG_BYTES });
-    cipher.setAAD(this.migrationId);
-    cipher.setAAD(header);
-    const out = [header];
-    for (const part of parts) out.push(cipher.update(part));
-    cipher.final();
-    out.push(cipher.getAuthTag());
+    const out = [
+      header,
+      ...this.key.seal(nonceFor(this.seq), [this.migrationId, header], parts, (n) => this.pool.take(n)),
+    ];
     this.seq++;
     return out;
+  }
+
+  /** Takes back the memory of a frame from seal() once its socket write completed (optional). */
+  recycle(parts: readonly Uint8Array[]): void {
+    for (const part of parts) this.pool.give(part);
   }
 }
 
@@ -128,20 +133,21 @@ function splitTag(body: readonly Buffer[], ciphertextLength: number): { cipherte
  * stream can no longer be trusted, so every later call throws as well.
  */
 export class Opener {
-  private readonly key: KeyObject;
+  private readonly key: Aead;
   private readonly migrationId: Buffer;
   private expectedSeq = 0;
   private failure: Error | null = null;
 
-  constructor(key: Buffer, migrationId: Buffer) {
-    this.key = importKey(key, migrationId);
+  constructor(key: Buffer, migrationId: Buffer, path: DataPath = dataPath()) {
+    this.key = importKey(key, migrationId, path);
     this.migrationId = Buffer.from(migrationId);
   }
 
   /**
-   * Without `target`, returns the plaintext. With `target` (exactly the plaintext's length), writes
-   * the plaintext there only after the tag verified, and returns undefined: unverified bytes never
-   * reach the caller's memory.
+   * Without `target`, returns the plaintext. With `target` (exactly the plaintext's length), decrypts
+   * into it and returns undefined. The plaintext may be written there before the tag is checked (the
+   * native data path decrypts in place), so `target` must be memory nothing reads until this returns;
+   * if the frame does not verify, `target` is left holding none of it and this throws.
    */
   open(frame: Frame, target?: Uint8Array): Buffer | undefined {
     if (this.failure) {
@@ -181,27 +187,11 @@ export class Opener {
     }
 
     const { ciphertext, tag } = splitTag(frame.body, plaintextLength);
-    const decipher = createDecipheriv('aes-256-gcm', this.key, nonceFor(header.seq), {
-      authTagLength: TAG_BYTES,
-    });
-    decipher.setAAD(this.migrationId);
-    decipher.setAAD(frame.headerBytes);
-    decipher.setAuthTag(tag);
-    const plaintext = ciphertext.map((slice) => decipher.update(slice));
-    try {
-      // GCM's final() compares the tag in constant time.
-      decipher.final();
-    } catch {
+    const into = target ?? Buffer.allocUnsafe(plaintextLength);
+    if (!this.key.open(nonceFor(header.seq), [this.migrationId, frame.headerBytes], ciphertext, tag, into)) {
       throw new IntegrityError(`frame seq ${header.seq} failed authentication`);
     }
     this.expectedSeq++;
-
-    if (!target) return plaintext.length === 1 ? plaintext[0]! : Buffer.concat(plaintext);
-    let offset = 0;
-    for (const part of plaintext) {
-      target.set(part, offset);
-      offset += part.length;
-    }
-    return undefined;
+    return target ? undefined : (into as Buffer);
   }
 }

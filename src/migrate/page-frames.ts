@@ -25,8 +25,7 @@ export async function sendExtent(
 ): Promise<number> {
   const pages = heap.rawPages(first, count);
   digest?.add(first, count, pages);
-  await sink.channel.send(
-    sink.sealer.seal({ type: FrameType.Pages, firstPage: first, pageCount: count, epoch }, pages),
-  );
+  const frame = sink.sealer.seal({ type: FrameType.Pages, firstPage: first, pageCount: count, epoch }, pages);
+  await sink.channel.send(frame, () => sink.sealer.recycle(frame));
   return count * PAGE_SIZE;
 }

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { builtAddonPath, missingAddonHint } from './addon-path.js';
 
 /**
  * Loader for the userfaultfd addon (native/uffd, built by scripts/build-native.sh on `npm ci`): the
@@ -63,16 +62,7 @@ let loaded: UffdLoad | null = null;
 
 /** Where the addon is looked for: CONSTMIG_UFFD_ADDON, else build/Release under the package root. */
 export function addonPath(): string {
-  const override = process.env.CONSTMIG_UFFD_ADDON;
-  if (override) return override;
-  // This module runs from dist/src/native (built) or src/native (sources); the package root holds
-  // binding.gyp either way.
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    if (existsSync(join(dir, 'binding.gyp'))) return join(dir, 'build', 'Release', ADDON_FILE);
-    dir = dirname(dir);
-  }
-  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', ADDON_FILE);
+  return process.env.CONSTMIG_UFFD_ADDON || builtAddonPath(ADDON_FILE);
 }
 
 /** Loads the addon once per thread; `{ ok: false, reason }` says why it is not there. */
@@ -94,11 +84,7 @@ function load(): UffdLoad {
         reason: `the userfaultfd addon is missing at ${path} (set by CONSTMIG_UFFD_ADDON)`,
       };
     }
-    const log = join(dirname(dirname(path)), 'native-build.log');
-    const hint = existsSync(log)
-      ? `the build failed (see ${log})`
-      : 'it was not built (npm ci runs scripts/build-native.sh; CONSTMIG_SKIP_NATIVE=1 skips it)';
-    return { ok: false, reason: `the userfaultfd addon is missing at ${path}: ${hint}` };
+    return { ok: false, reason: `the userfaultfd addon is missing at ${path}: ${missingAddonHint(path)}` };
   }
   try {
     const addon = createRequire(import.meta.url)(path) as UffdAddon;

@@ -74,14 +74,17 @@ export class FramedSocket {
     return typeof address === 'string' ? address : undefined;
   }
 
-  /** Writes one frame's parts back to back; resolves once the socket can take more. */
-  async send(parts: readonly Uint8Array[]): Promise<void> {
+  /**
+   * Writes one frame's parts back to back; resolves once the socket can take more, which may be before
+   * these parts are written. `written` is called once the socket is done with them (written or failed).
+   */
+  async send(parts: readonly Uint8Array[], written?: () => void): Promise<void> {
     this.assertWritable();
     this.socket.cork();
-    for (const part of parts) {
-      this.socket.write(part);
+    parts.forEach((part, i) => {
+      this.socket.write(part, i === parts.length - 1 ? written : undefined);
       this.sent += part.byteLength;
-    }
+    });
     this.socket.uncork();
     while (this.socket.writableLength >= this.sendReadyBytes) {
       this.assertWritable();

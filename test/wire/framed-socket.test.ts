@@ -47,6 +47,44 @@ describe('FramedSocket over loopback TCP', { timeout: 20_000 }, () => {
     }
   });
 
+  test('calls written only once the socket is done with a frame: reusing the memory then corrupts nothing', async () => {
+    const { client, server, close } = await tcpPair();
+    try {
+      const a = new FramedSocket(client);
+      const b = new FramedSocket(server);
+      const free: Buffer[] = [];
+      let writtenCalls = 0;
+      const frames = 48;
+      const sending = (async () => {
+        for (let i = 0; i < frames; i++) {
+          const body = free.pop() ?? Buffer.alloc(MiB / 2);
+          body.fill(i + 1);
+          await a.send(frameParts(body, i), () => {
+            writtenCalls++;
+            // What a pool does with memory it gets back: hands it out again, overwritten.
+            body.fill(0xff);
+            free.push(body);
+          });
+        }
+      })();
+      // A slow start on the reading side, so that frames queue in the writer while it goes on.
+      await sleep(200);
+      for (let i = 0; i < frames; i++) {
+        const body = bodyOf(await b.next());
+        assert.ok(
+          body.every((x) => x === i + 1),
+          `frame ${i} arrived as written`,
+        );
+      }
+      await sending;
+      await sleep(10);
+      assert.equal(writtenCalls, frames);
+      assert.ok(free.length < frames, 'memory was reused');
+    } finally {
+      close();
+    }
+  });
+
   test('carries 16 MiB bodies', async () => {
     const { client, server, close } = await tcpPair();
     try {

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { formatBytes } from '../../util/size.js';
+import { describeLimits } from '../physical-limits.js';
 import { type Cell, fixed, variantLabel, type Variant } from '../summary.js';
 import { type Analysis, downtimeReduction, physicalBoundMs, type WorkloadResults } from './analysis.js';
 import { GOALS, type GoalCheck, goalTally } from './goals.js';
@@ -98,9 +99,9 @@ function setup(a: Analysis, limitsMeasuredByReport: boolean): string[] {
     ],
     ['heap sizes', a.sizes.map(formatBytes).join(', ')],
     [
-      'AES-256-GCM (measured, one core)',
+      'machine limits (measured, one core)',
       limits
-        ? `${limits.aesGcmMBps.toFixed(0)} MB/s (SHA-256 ${limits.sha256MBps.toFixed(0)} MB/s, memcpy ${limits.memcpyMBps.toFixed(0)} MB/s)${limitsMeasuredByReport ? `; measured on ${os.hostname()} when this report was made (${new Date().toISOString()}), because the run ended before measuring` : ''}`
+        ? `${describeLimits(limits)}${limitsMeasuredByReport ? `; measured on ${os.hostname()} when this report was made (${new Date().toISOString()}), because the run ended before measuring` : ''}`
         : 'not measured (the run ended before the measurement)',
     ],
     ['physical bound rate', a.boundRateBytesPerSec === null ? '-' : mbps(a.boundRateBytesPerSec)],

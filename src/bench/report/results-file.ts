@@ -92,7 +92,14 @@ const failure = z.object({
   logsKeptIn: z.string().optional(),
 });
 
-const limits = z.object({ aesGcmMBps: z.number().positive(), sha256MBps: finite, memcpyMBps: finite });
+const limits = z.object({
+  aesGcmMBps: z.number().positive(),
+  // Since the native data path (issue 6); older files measured node:crypto only.
+  aesGcmNodeCryptoMBps: finite.optional(),
+  dataPath: z.enum(['native', 'node:crypto']).optional(),
+  sha256MBps: finite,
+  memcpyMBps: finite,
+});
 
 const link = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('loopback'), rateBytesPerSec: z.null() }),

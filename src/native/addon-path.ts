@@ -1,0 +1,25 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Where an addon built by scripts/build-native.sh lives: build/Release/<file> under the package root
+ * (the folder holding binding.gyp), found from this module whether it runs from dist/src/native (built)
+ * or src/native (sources).
+ */
+export function builtAddonPath(file: string): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    if (existsSync(join(dir, 'binding.gyp'))) return join(dir, 'build', 'Release', file);
+    dir = dirname(dir);
+  }
+  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', file);
+}
+
+/** Why an addon is not at `path`: its build failed (the log says why) or it was never built. */
+export function missingAddonHint(path: string): string {
+  const log = join(dirname(dirname(path)), 'native-build.log');
+  return existsSync(log)
+    ? `the build failed (see ${log})`
+    : 'it was not built (npm ci runs scripts/build-native.sh; CONSTMIG_SKIP_NATIVE=1 skips it)';
+}
