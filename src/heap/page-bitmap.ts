@@ -105,6 +105,22 @@ export class PageBitmap {
   }
 
   /**
+   * Sets every page set in `pages`, with Atomics but without waking anyone: only for a bitmap no
+   * thread can be waiting on yet (the destination's never-allocated pages, published before the
+   * application restores). One pass over the words whatever the number of runs: a fragmented heap
+   * has thousands, and publishRange per run (a wake-up per word) cost 2-7 ms of the blackout at 1 GiB.
+   */
+  setAllBeforeWaiters(pages: PageBitmap): void {
+    this.checkSame(pages);
+    const shared = this.sharedWords();
+    const bits = pages.words;
+    for (let w = 0; w < bits.length; w++) {
+      const mask = bits[w]!;
+      if (mask !== 0) Atomics.or(shared, w, mask | 0);
+    }
+  }
+
+  /**
    * Sets the range with Atomics and wakes every thread blocked in waitUntilSet on its words: how the
    * fetcher publishes installed pages to the application thread. Atomics are sequentially consistent,
    * so a thread that sees the bit also sees the page bytes stored before it.
@@ -333,6 +349,7 @@ export function warmUpBitmapCode(pageCount: number): void {
     scratch.count();
     scratch.isSubsetOf(half);
     scratch.allSet(0, pageCount);
+    PageBitmap.create(pageCount).setAllBeforeWaiters(scratch);
     for (let page = scratch.nextSet(0); page !== -1;) {
       const clear = scratch.nextClear(page);
       page = clear === -1 ? -1 : scratch.nextSet(clear);

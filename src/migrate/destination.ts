@@ -268,7 +268,8 @@ export class IncomingMigration {
       // Pages that are not to migrate hold nothing the application may read: usable as they are.
       const unallocated = allocated!.copy();
       unallocated.invert();
-      for (const { first, count } of heap.runs(unallocated)) heap.present.publishRange(first, count);
+      // The application thread has not restored yet: nobody can be waiting on these words.
+      heap.present.setAllBeforeWaiters(unallocated);
       this.allocated = allocated;
 
       // In post-copy, pages flow from here on: restoring the application already faults on some.

@@ -163,3 +163,24 @@ test('warmUpBitmapCode runs on any page count and changes no bitmap of the calle
   assert.equal(kept.count(), 40);
   assert.throws(() => warmUpBitmapCode(2 ** 32), RangeError);
 });
+
+test('setAllBeforeWaiters sets exactly the pages given, keeps the ones already set, and refuses another size', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 300 }),
+      fc.array(fc.nat(), { maxLength: 60 }),
+      fc.array(fc.nat(), { maxLength: 60 }),
+      (pageCount, given, before) => {
+        const target = PageBitmap.create(pageCount);
+        const pages = PageBitmap.create(pageCount);
+        for (const p of before) target.set(p % pageCount);
+        for (const p of given) pages.set(p % pageCount);
+        const expected = target.copy();
+        expected.or(pages);
+        target.setAllBeforeWaiters(pages);
+        assert.deepEqual([...target.words], [...expected.words]);
+      },
+    ),
+  );
+  assert.throws(() => PageBitmap.create(64).setAllBeforeWaiters(PageBitmap.create(65)), RangeError);
+});
