@@ -54,6 +54,9 @@ export class PeerServer {
       socket.off('readable', onReadable);
       socket.setTimeout(0);
       socket.pause();
+      stopReading(socket);
+      // The source sends nothing more until the enclave speaks: bytes here would be lost in the handover.
+      if (socket.readableLength > 0) return refuse('bytes after the preamble before the enclave spoke');
       const preamble = decodePreamble(bytes);
       if (!preamble) return refuse('not a constmig data preamble');
       // Before routing, so a connection without the cluster's token never reaches an enclave.
@@ -64,4 +67,19 @@ export class PeerServer {
     };
     socket.on('readable', onReadable);
   }
+}
+
+/**
+ * Stops this process reading the socket, before it is handed to an enclave. pause() alone does not:
+ * Node's net keeps reading into the stream's buffer until it is full, and after child.send() the
+ * host's copy of the socket drops what it reads until the child's ACK closes it. Bytes the source
+ * sent the enclave in that window were lost (handshakes and ATTACHes timed out now and then on a
+ * loaded machine; test/host/peer-server.test.ts). Node has no public call for this; the handle's
+ * readStop() is what net itself calls under back-pressure.
+ */
+function stopReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (!handle?.readStop) return;
+  handle.reading = false;
+  handle.readStop();
 }
