@@ -213,10 +213,11 @@ export class EnclaveRuntime {
         { reason: outcome.message, pagesMissing: outcome.pagesMissing },
         'post-copy failed after resume: pages are missing for good; accesses to them fail',
       );
-      return;
+    } else {
+      if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
+      this.log.info({ pages: outcome.pagesInstalled }, 'incoming migration complete');
     }
-    if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
-    this.log.info({ pages: outcome.pagesInstalled }, 'incoming migration complete');
+    await this.send({ type: 'migrated-in' });
   }
 
   /**
