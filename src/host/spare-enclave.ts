@@ -11,7 +11,7 @@ import { EnclaveProcess } from './enclave-process.js';
  * sends it the same `init` as a process it has just forked, and it measures its code when it starts.
  */
 export class SpareEnclave {
-  private spare: { process: EnclaveProcess; logFile: string } | null = null;
+  private spare: { process: EnclaveProcess; logFile: string; env: string } | null = null;
   private closed = false;
 
   constructor(
@@ -28,7 +28,7 @@ export class SpareEnclave {
   replenish(): void {
     if (this.spare || this.closed) return;
     const logFile = path.join(this.logDir, `spare-${randomBytes(4).toString('hex')}.log`);
-    const spare = { process: new EnclaveProcess(logFile), logFile };
+    const spare = { process: new EnclaveProcess(logFile), logFile, env: environment() };
     this.spare = spare;
     this.log.info({ pid: spare.process.pid }, 'spare enclave started');
     spare.process.once('exit', (code) => {
@@ -39,11 +39,20 @@ export class SpareEnclave {
     });
   }
 
-  /** The spare, its log now at `logFile`; null if there is none. The caller owns the process. */
+  /**
+   * The spare, its log now at `logFile`; null if there is none. The caller owns the process. A spare
+   * started under another environment than the host has now (e.g. CONSTMIG_UFFD_ADDON) is not what
+   * a process forked now would be: it is stopped, and null returned.
+   */
   take(logFile: string): EnclaveProcess | null {
     const spare = this.spare;
     this.spare = null;
     if (!spare || spare.process.exited) return null;
+    if (spare.env !== environment()) {
+      this.log.info({ pid: spare.process.pid }, 'spare enclave stopped: the environment changed');
+      void spare.process.stop();
+      return null;
+    }
     adoptLog(spare.logFile, logFile);
     return spare.process;
   }
@@ -54,6 +63,11 @@ export class SpareEnclave {
     this.spare = null;
     await spare?.process.stop();
   }
+}
+
+/** What an enclave process inherits from the host (EnclaveProcess passes it on). */
+function environment(): string {
+  return JSON.stringify(Object.entries(process.env).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /**

@@ -31,6 +31,15 @@ async function until<T>(probe: () => T | null, what: string, ms = 20_000): Promi
   }
 }
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 describe('adoptLog', () => {
   test('moves the spare log to the enclave log', () => {
     const dir = tempDir();
@@ -75,10 +84,28 @@ describe('SpareEnclave', () => {
     const unused = spares.pid;
     assert.ok(unused !== null && unused !== next.pid);
     await spares.close();
-    assert.throws(() => process.kill(unused, 0), /ESRCH/, 'close stops the spare');
+    assert.equal(isAlive(unused), false, 'close stops the spare');
     spares.replenish();
     assert.equal(spares.pid, null, 'no spare after close');
     await next.stop();
+  });
+
+  test('a spare started under another environment is stopped instead of taken', async () => {
+    const dir = tempDir();
+    const spares = new SpareEnclave(dir, silent);
+    spares.replenish();
+    const stale = spares.pid!;
+    process.env.CONSTMIG_SPARE_TEST = 'changed';
+    try {
+      assert.equal(spares.take(path.join(dir, 'x.log')), null);
+    } finally {
+      delete process.env.CONSTMIG_SPARE_TEST;
+    }
+    await until(() => (isAlive(stale) ? null : true), 'the stale spare to exit');
+    spares.replenish();
+    const fresh = spares.pid!;
+    assert.equal(spares.take(path.join(dir, 'y.log'))?.pid, fresh, 'same environment: taken');
+    process.kill(fresh, 'SIGKILL');
   });
 
   test('a spare that exits on its own is forgotten, not started again', async () => {
