@@ -73,6 +73,10 @@ program
     'sim root key that certifies this host (created if absent; share it between hosts that trust each other)',
     DEFAULT_SIM_ROOT_KEY,
   )
+  .option(
+    '--no-spare-enclave',
+    'do not keep an enclave process started ahead of the next incoming migration (saves ~80 MB of RSS; PREPARE then waits 0.4-1 s for one to start)',
+  )
   .action(action(hostCommand));
 
 program

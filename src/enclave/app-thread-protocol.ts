@@ -17,6 +17,8 @@ export interface AppWorkerData {
 }
 
 export type AppRequest =
+  /** The first request: the heap and the application (the thread starts before they are known). */
+  | { op: 'open'; config: AppWorkerData }
   /** Fresh start: format the heap, fill it, listen and serve. */
   | { op: 'start-fresh'; fillBytes: number }
   /** Destination: bind the port and hold connections until restore and serve. */
@@ -38,6 +40,7 @@ export type AppRequest =
   | { op: 'close' };
 
 export interface AppResults {
+  open: Record<string, never>;
   'start-fresh': { stats: Record<string, number> };
   listen: Record<string, never>;
   pause: { pausedAtMs: number; snapshot: AppSnapshot; words: Uint32Array; restorePages: Uint32Array };

@@ -17,8 +17,8 @@ export class AppThread {
   private readonly pending = new Map<number, { resolve: (r: unknown) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
 
-  private constructor(data: AppWorkerData) {
-    this.worker = new Worker(new URL('./app-worker.js', import.meta.url), { workerData: data });
+  private constructor() {
+    this.worker = new Worker(new URL('./app-worker.js', import.meta.url));
     this.worker.on('message', (reply: AppReply) => {
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
@@ -30,8 +30,17 @@ export class AppThread {
     this.worker.on('exit', (code) => this.fail(new Error(`application thread exited (code ${code})`)));
   }
 
-  static start(heap: SecureHeap, data: Omit<AppWorkerData, 'heap'>): AppThread {
-    return new AppThread({ ...data, heap: heap.share() });
+  /**
+   * Starts the thread before its heap and application are known: it loads the application code
+   * meanwhile (tens to hundreds of ms), which then costs nothing when the enclave is told what to run.
+   */
+  static boot(): AppThread {
+    return new AppThread();
+  }
+
+  /** Gives the thread its heap and application; before any other call. */
+  async open(heap: SecureHeap, config: Omit<AppWorkerData, 'heap'>): Promise<void> {
+    await this.call({ op: 'open', config: { ...config, heap: heap.share() } });
   }
 
   startFresh(fillBytes: number): Promise<AppResults['start-fresh']> {

@@ -1,4 +1,4 @@
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import pino from 'pino';
 import { restorePagesOf } from '../apps/app.js';
 import { createApp, type MigratableApp } from '../apps/registry.js';
@@ -17,9 +17,12 @@ import type { AppCall, AppReply, AppRequest, AppResults, AppWorkerData } from '.
  * Requests are handled one at a time between application events, which is what makes `pause` and
  * `take-dirty` quiescent: no command is half-done when they run.
  */
-const data = workerData as AppWorkerData;
-const log = pino({ base: data.logBase }, pino.destination(2));
-const heap = SecureHeap.fromShared(data.heap);
+/** The heap and the application, from the first request on ('open'). */
+interface Opened {
+  heap: SecureHeap;
+  app: MigratableApp;
+}
+let opened: Opened | undefined;
 let allocator: HeapAllocator | undefined;
 let detachTracker: (() => void) | undefined;
 /** Whether the application port is bound (disconnect releases it; reconnect binds it again). */
@@ -30,24 +33,40 @@ let listening = false;
  */
 let restoreFailed = false;
 
-const app: MigratableApp = createApp(data.kind, {
-  heap,
-  get allocator(): HeapAllocator {
-    if (!allocator) throw new Error('the heap has not been formatted or restored yet');
-    return allocator;
-  },
-  bindAddress: data.bindAddress,
-  port: data.port,
-  log: (msg, fields) => log.info(fields ?? {}, msg),
-});
+function open(config: AppWorkerData): void {
+  if (opened) throw new Error('the application thread is already open');
+  const log = pino({ base: config.logBase }, pino.destination(2));
+  const heap = SecureHeap.fromShared(config.heap);
+  const app = createApp(config.kind, {
+    heap,
+    get allocator(): HeapAllocator {
+      if (!allocator) throw new Error('the heap has not been formatted or restored yet');
+      return allocator;
+    },
+    bindAddress: config.bindAddress,
+    port: config.port,
+    log: (msg, fields) => log.info(fields ?? {}, msg),
+  });
+  opened = { heap, app };
+}
 
-function stats(): Record<string, number> {
+function stats({ heap, app }: Opened): Record<string, number> {
   const base: Record<string, number> = { heapBytes: heap.byteLength };
   if (allocator) base.allocatedBytes = allocator.stats().allocatedPages * PAGE_SIZE;
   return { ...base, ...app.stats() };
 }
 
 async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]> {
+  if (request.op === 'open') {
+    open(request.config);
+    return {};
+  }
+  // A thread that was never opened has nothing to close (an enclave stopped before it was told what to run).
+  if (!opened) {
+    if (request.op === 'close') return {};
+    throw new Error(`'${request.op}' before the application thread was opened`);
+  }
+  const { heap, app } = opened;
   switch (request.op) {
     case 'start-fresh':
       allocator = HeapAllocator.format(heap);
@@ -58,7 +77,7 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       await app.listen();
       listening = true;
       app.serve();
-      return { stats: stats() };
+      return { stats: stats(opened) };
     case 'listen':
       // A destination: attaching the allocator counts its bitmap in the blackout; compiled by then.
       warmUpBitmapCode(heap.pageCount);
@@ -106,7 +125,7 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       listening = true;
       return {};
     case 'stats':
-      return { stats: stats() };
+      return { stats: stats(opened) };
     case 'close':
       await app.close();
       return {};

@@ -126,6 +126,8 @@ export const enclaveToHost = z.discriminatedUnion('type', [
   }),
   /** Destination: the application serves on this host now. */
   z.strictObject({ type: z.literal('resumed'), stats: enclaveStats }),
+  /** Destination: the incoming migration is over (after COMMIT, or post-copy gave up); no page comes any more. */
+  z.strictObject({ type: z.literal('migrated-in') }),
   z.strictObject({ type: z.literal('query-result'), id: z.number().int(), stats: enclaveStats }),
 ]);
 export type EnclaveToHost = z.infer<typeof enclaveToHost>;

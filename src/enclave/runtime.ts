@@ -10,7 +10,7 @@ import type { AttestationPolicy } from '../tee/policy.js';
 import { errorMessage } from '../util/errors.js';
 import { chooseTracker, missCatcherFor, type TrackerChoice } from '../trackers/choice.js';
 import { AppThread } from './app-thread.js';
-import { setUpTee } from './tee-setup.js';
+import { measureAtStart, setUpTee } from './tee-setup.js';
 import { type AppConfig, type EnclaveToHost, type HostToEnclave, hostToEnclave } from './ipc.js';
 
 /**
@@ -36,7 +36,9 @@ const BUNDLE_DIR = fileURLToPath(new URL('..', import.meta.url));
 export class EnclaveRuntime {
   private state: RuntimeState = { kind: 'uninitialised' };
   private heap!: SecureHeap;
-  private app!: AppThread;
+  /** Started with the process, so that its code is loaded by the time the host says what to run. */
+  private readonly app = AppThread.boot();
+  private readonly simMeasurement = measureAtStart(BUNDLE_DIR);
   /**
    * The incoming migration, kept after it resumed: connections with its ticket (a reconnecting
    * source, post-copy's urgent channel) go to it; it decides whether they belong.
@@ -78,7 +80,7 @@ export class EnclaveRuntime {
     if (this.state.kind !== 'uninitialised') return;
     this.config = message.config;
     try {
-      ({ tee: this.tee, policy: this.policy } = setUpTee(message, BUNDLE_DIR));
+      ({ tee: this.tee, policy: this.policy } = setUpTee(message, this.simMeasurement));
       this.log.warn(`TEE backend: ${this.tee.describe()}`);
       let tracker: TrackerChoice | undefined;
       if (message.role.kind === 'incoming') {
@@ -90,7 +92,7 @@ export class EnclaveRuntime {
         // Started here, no page of it can ever be missing: the accessors need no present test.
         this.heap = SecureHeap.create(message.config.heapBytes, { presentChecks: false });
       }
-      this.app = AppThread.start(this.heap, {
+      await this.app.open(this.heap, {
         kind: message.config.app,
         bindAddress: message.config.bindAddress,
         port: message.config.port,
@@ -211,10 +213,11 @@ export class EnclaveRuntime {
         { reason: outcome.message, pagesMissing: outcome.pagesMissing },
         'post-copy failed after resume: pages are missing for good; accesses to them fail',
       );
-      return;
+    } else {
+      if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
+      this.log.info({ pages: outcome.pagesInstalled }, 'incoming migration complete');
     }
-    if (!outcome.commitDelivered) this.log.warn('COMMIT could not be delivered; the source stays paused');
-    this.log.info({ pages: outcome.pagesInstalled }, 'incoming migration complete');
+    await this.send({ type: 'migrated-in' });
   }
 
   /**
@@ -257,7 +260,7 @@ export class EnclaveRuntime {
   private async stop(): Promise<void> {
     this.state = { kind: 'gone' };
     this.incoming?.migration.abandon();
-    await this.app?.close().catch(() => {});
+    await this.app.close().catch(() => {});
     this.heap?.wipe();
     process.exit(0);
   }

@@ -24,6 +24,7 @@ import { describeRecord, type EnclaveRecord } from './enclave-record.js';
 import { HttpError, readJsonObject, sendError, sendJson, validate } from './http-util.js';
 import { brokerMigration, resumeInDoubt } from './migration-broker.js';
 import { PeerServer } from './peer-server.js';
+import { SpareEnclave } from './spare-enclave.js';
 import { dispatch, type Route } from './router.js';
 import { loadSimPlatform } from './sim-platform.js';
 import { TokenVerifier } from './token.js';
@@ -43,6 +44,8 @@ export interface HostOptions {
   simRootKeyFile: string;
   /** Attestation policy file; default: the same image only, on platforms of this host's sim root. */
   policyFile?: string;
+  /** Keep an enclave process started ahead of the next incoming migration (SpareEnclave); default on. */
+  spareEnclave?: boolean;
 }
 
 /**
@@ -126,6 +129,10 @@ export class HostDaemon {
   private sim!: SimPlatformIdentity;
   private policy!: AttestationPolicy;
   private readonly incomingOutcomes = new Map<string, IncomingOutcome & { expiresAt: number }>();
+  /** For incoming migrations; null when the host runs without one. */
+  readonly spare: SpareEnclave | null;
+  /** Incoming migrations that may still receive pages: no spare is started while one does. */
+  private readonly migratingIn = new Set<EnclaveRecord>();
   controlUrl = '';
   peerPort = 0;
 
@@ -140,10 +147,18 @@ export class HostDaemon {
       route: (ticket, socket) => this.routeDataConnection(ticket, socket),
       log: this.log,
     });
+    this.spare =
+      options.spareEnclave === false
+        ? null
+        : new SpareEnclave(this.logDir(), this.log.child({ spare: true }));
+  }
+
+  private logDir(): string {
+    return path.join(this.options.stateDir, 'logs');
   }
 
   async start(): Promise<void> {
-    fs.mkdirSync(path.join(this.options.stateDir, 'logs'), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.logDir(), { recursive: true, mode: 0o700 });
     this.sim = loadSimPlatform(this.options.stateDir, this.options.simRootKeyFile);
     this.policy = this.options.policyFile
       ? AttestationPolicy.load(this.options.policyFile)
@@ -161,12 +176,13 @@ export class HostDaemon {
     );
     this.log.warn('TEE backend: sim (simulated enclaves: NO hardware protection)');
     this.log.info({ control: this.controlUrl, peerPort: this.peerPort }, 'host listening');
+    this.spare?.replenish();
   }
 
   async close(): Promise<void> {
     this.server.close();
     this.peer.close();
-    await Promise.all([...this.enclaves.values()].map((r) => r.process.stop()));
+    await Promise.all([...[...this.enclaves.values()].map((r) => r.process.stop()), this.spare?.close()]);
   }
 
   info(): HostInfo {
@@ -225,7 +241,11 @@ export class HostDaemon {
     fields: Pick<EnclaveRecord, 'name' | 'app' | 'heapBytes' | 'port'>,
     role: Extract<HostToEnclave, { type: 'init' }>['role'],
   ): EnclaveRecord {
-    const child = new EnclaveProcess(path.join(this.options.stateDir, 'logs', `${id}.log`));
+    const logFile = path.join(this.logDir(), `${id}.log`);
+    // Only incoming migrations take the spare: they are what waits for it. A fresh enclave taking it
+    // would start the next spare right away, while its application and clients get going.
+    const child =
+      (role.kind === 'incoming' ? this.spare?.take(logFile) : null) ?? new EnclaveProcess(logFile);
     const record: EnclaveRecord = {
       id,
       ...fields,
@@ -240,6 +260,7 @@ export class HostDaemon {
     this.enclaves.set(id, record);
     child.on('exit', (code) => {
       this.forget(record);
+      this.migrationInEnded(record);
       this.log.info({ id, code }, 'enclave exited');
     });
     child.on('message', (m) => {
@@ -267,6 +288,7 @@ export class HostDaemon {
         record.state = 'running';
         this.log.info({ id }, 'enclave resumed after incoming migration');
       }
+      if (m.type === 'migrated-in') this.migrationInEnded(record);
     });
     child.send({
       type: 'init',
@@ -330,6 +352,7 @@ export class HostDaemon {
     const ticket = randomBytes(16).toString('hex');
     const fields = { name: body.name, app: body.app, heapBytes: body.heapBytes, port: body.port };
     const record = this.spawn(body.id, fields, { kind: 'incoming', ticket, tracker: body.tracker });
+    this.migratingIn.add(record);
     const { tracker } = await this.awaitReady(record);
     this.log.info({ id: body.id, tracker }, 'incoming enclave prepared');
     return {
@@ -339,6 +362,15 @@ export class HostDaemon {
       dataPort: this.peerPort,
       tracker: tracker ?? { kind: null, reason: 'the enclave did not say' },
     };
+  }
+
+  /**
+   * Starting a spare takes 0.5-1 CPU-second: only once no incoming migration needs the CPU (an
+   * enclave that resumed in post-copy still receives pages until it reports 'migrated-in').
+   */
+  private migrationInEnded(record: EnclaveRecord): void {
+    if (!this.migratingIn.delete(record)) return;
+    if (this.migratingIn.size === 0) this.spare?.replenish();
   }
 
   /**

@@ -19,3 +19,12 @@ export function hasPrecopy(mode: MigrationMode): boolean {
 export function hasPostcopy(mode: MigrationMode): boolean {
   return mode === 'post-copy' || mode === 'hybrid';
 }
+
+/**
+ * Modes in which every page is first written at the destination inside the blackout. In the others,
+ * pre-copy rounds or the post-copy push write most pages while an application runs, on one side or
+ * the other, so their first touch is no downtime.
+ */
+export function copiesEverythingInBlackout(mode: MigrationMode): boolean {
+  return !hasPrecopy(mode) && !hasPostcopy(mode);
+}

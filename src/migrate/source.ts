@@ -191,10 +191,14 @@ export async function migrateOut(
       verify: req.verify,
     });
     const prefaultMs = Math.ceil(PREFAULT_BASE_MS + PREFAULT_MS_PER_PAGE * allocated.count());
-    const prefaulted = await receiveControl(channel, opener, {
+    const prefaulting = receiveControl(channel, opener, {
       ms: prefaultMs,
       awaiting: 'answer to PREFAULT',
     });
+    prefaulting.catch(() => {});
+    // While the destination answers, so that it adds nothing to the migration's time.
+    if (!hasPrecopy(req.mode)) warmUpBlackout(allocated, null);
+    const prefaulted = await prefaulting;
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
     mark('prefaulted');
@@ -251,10 +255,8 @@ export async function migrateOut(
       );
     }
 
-    // The same arithmetic on the bitmaps as in the blackout below, once, so that it runs compiled
-    // there: cold, it costs milliseconds per GiB of heap, all of them downtime.
-    blackoutSets(allocated, precopy?.current.copy() ?? null, PageBitmap.create(heap.pageCount), null);
-    warmUpBitmapCode(heap.pageCount);
+    // Right before the pause: rounds can run long enough for V8 to drop code compiled before them.
+    if (precopy) warmUpBlackout(allocated, precopy.current);
     phase = 'blackout';
     const paused_ = await app.pause();
     paused = true;
@@ -497,6 +499,15 @@ function blackoutSets(
   pending.andNot(current);
   const encoded = { allocated: encodeBitmap(toMigrate), current: encodeBitmap(current) };
   return { toMigrate, pending, allocatedPages: toMigrate.count(), encoded };
+}
+
+/**
+ * Runs the blackout's arithmetic on the bitmaps once, on scratch copies, so that it runs compiled in
+ * the blackout: cold, it costs milliseconds per GiB of heap, all of them downtime.
+ */
+function warmUpBlackout(allocated: PageBitmap, precopyCurrent: PageBitmap | null): void {
+  blackoutSets(allocated, precopyCurrent?.copy() ?? null, PageBitmap.create(allocated.pageCount), null);
+  warmUpBitmapCode(allocated.pageCount);
 }
 
 function dataTarget(req: MigrateOutRequest): DataTarget {

@@ -14,6 +14,7 @@ export interface HostCommandOptions {
   stateDir?: string;
   simRootKey?: string;
   policy?: string;
+  spareEnclave: boolean;
 }
 
 /** Hosts on one machine share this sim root by default, so that they trust each other out of the box. */
@@ -32,6 +33,7 @@ export async function hostCommand(options: HostCommandOptions): Promise<void> {
     token: loadOrCreateToken(tokenFile),
     simRootKeyFile: options.simRootKey ?? DEFAULT_SIM_ROOT_KEY,
     policyFile: options.policy,
+    spareEnclave: options.spareEnclave,
   });
   try {
     await daemon.start();
