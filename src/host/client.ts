@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { errorMessage, UserError } from '../util/errors.js';
 
 /** Normalises "127.0.0.1:7401" or "http://127.0.0.1:7401/" to "http://127.0.0.1:7401". */
@@ -14,15 +15,49 @@ export function normaliseHostUrl(text: string): string {
   return `${url.protocol}//${url.host}`;
 }
 
-function explainFetchFailure(url: string, err: unknown): UserError {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+function explainFailure(url: string, err: unknown): UserError {
+  const code = (err as { code?: string }).code;
   const reason =
-    cause?.code === 'ECONNREFUSED'
+    code === 'ECONNREFUSED'
       ? 'connection refused (is `constmig host` running there?)'
-      : cause?.code === 'UND_ERR_CONNECT_TIMEOUT'
+      : code === 'ETIMEDOUT'
         ? 'connection timed out'
-        : (cause?.message ?? errorMessage(err));
+        : errorMessage(err);
   return new UserError(`cannot reach host ${url}: ${reason}`);
+}
+
+/** A response whose body has not been read yet. */
+interface HostResponse {
+  status: number;
+  body: http.IncomingMessage;
+}
+
+/**
+ * One request over node:http. Not fetch: its client gives up on a response whose headers take more
+ * than 300 s (undici's headersTimeout), and some calls legitimately take longer (creating an enclave
+ * with an 8 GiB fill took 9-15 min; the benchmark died of it). A host that stops answering is still
+ * found out: a broken connection fails the request.
+ */
+function send(
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<HostResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers }, (res) =>
+      resolve({ status: res.statusCode ?? 0, body: res }),
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function readText(res: HostResponse): Promise<string> {
+  res.body.setEncoding('utf8');
+  let text = '';
+  for await (const chunk of res.body) text += chunk as string;
+  return text;
 }
 
 /** A host answered with an error status; `status` lets callers tell "not yet" from "never". */
@@ -57,19 +92,20 @@ export class HostClient {
     return headers;
   }
 
-  private async request(method: string, path: string, body?: unknown): Promise<Response> {
-    let res: Response;
+  private async request(method: string, path: string, body?: unknown): Promise<HostResponse> {
+    let res: HostResponse;
     try {
-      res = await fetch(`${this.url}${path}`, {
+      res = await send(
+        `${this.url}${path}`,
         method,
-        headers: this.headers(),
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+        this.headers(),
+        body === undefined ? undefined : JSON.stringify(body),
+      );
     } catch (err) {
-      throw explainFetchFailure(this.url, err);
+      throw explainFailure(this.url, err);
     }
-    if (!res.ok) {
-      const text = await res.text();
+    if (res.status < 200 || res.status > 299) {
+      const text = await readText(res);
       let message = text;
       try {
         message = (JSON.parse(text) as { error?: string }).error ?? text;
@@ -85,17 +121,16 @@ export class HostClient {
 
   async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     const res = await this.request(method, path, body);
-    return (await res.json()) as T;
+    return JSON.parse(await readText(res)) as T;
   }
 
   /** POSTs and yields each line of an NDJSON response as it arrives. */
   async *stream<T>(path: string, body: unknown): AsyncGenerator<T> {
     const res = await this.request('POST', path, body);
-    if (!res.body) return;
-    const decoder = new TextDecoder();
+    res.body.setEncoding('utf8');
     let buffered = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffered += decoder.decode(chunk, { stream: true });
+    for await (const chunk of res.body) {
+      buffered += chunk as string;
       let newline = buffered.indexOf('\n');
       while (newline !== -1) {
         const line = buffered.slice(0, newline).trim();
