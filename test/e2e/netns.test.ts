@@ -9,6 +9,7 @@ import { CONTROL_PORT, NetnsCluster, type NetnsHost } from '../../src/bench/netn
 import { requestMigration } from '../../src/cli/commands/migrate.js';
 import { MigrationProgressView } from '../../src/cli/migrate-progress.js';
 import type { EnclaveInfo, HostInfo } from '../../src/host/api-schema.js';
+import { isAlive } from '../helpers/processes.js';
 
 /**
  * Two host daemons in two network namespaces joined by a shaped veth pair (scripts/netns.sh): the
@@ -67,15 +68,6 @@ function processesMentioning(text: string): string[] {
         return [];
       }
     });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('two hosts in network namespaces joined by a 1 Gbit link', { skip, timeout: 120_000 }, () => {

@@ -13,6 +13,7 @@ import type { EnclaveInfo, IncomingReply } from '../../src/host/api-schema.js';
 import { HostClient } from '../../src/host/client.js';
 import { HostDaemon } from '../../src/host/daemon.js';
 import { adoptLog, SpareEnclave } from '../../src/host/spare-enclave.js';
+import { isAlive } from '../helpers/processes.js';
 
 const MiB = 2 ** 20;
 const silent = pino({ level: 'silent' });
@@ -28,15 +29,6 @@ async function until<T>(probe: () => T | null, what: string, ms = 20_000): Promi
     if (value !== null) return value;
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
     await sleep(20);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
