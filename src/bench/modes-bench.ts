@@ -37,6 +37,7 @@ import {
   describeLink,
   startBenchHosts,
 } from './bench-hosts.js';
+import { dataPathChoice } from '../crypto/data-path.js';
 import { describeLimits, measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
 import { RESULTS_SCHEMA } from './report/results-file.js';
 import {
@@ -281,7 +282,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   const rawFile = path.join(options.out, `bench-${stamp}.json`);
 
   const machine = machineFacts();
-  const machineLine = `machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${formatBytes(machine.totalMemBytes)}, Node ${process.versions.node}; load average at start ${machine.loadAvgAtStart.map((l) => l.toFixed(2)).join(' ')}`;
+  const machineLine = `machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${formatBytes(machine.totalMemBytes)}, Node ${process.versions.node}; data path ${describeDataPath()}; load average at start ${machine.loadAvgAtStart.map((l) => l.toFixed(2)).join(' ')}`;
   process.stderr.write(`${machineLine}\n`);
   /**
    * Measured at the end, once every enclave is gone: the measurement holds 512 MiB of buffers, and an
@@ -471,4 +472,10 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
     process.exitCode = 130;
   }
   return rawFile;
+}
+
+/** The enclaves load the same addon as this process: its choice is theirs. */
+function describeDataPath(): string {
+  const { name, why } = dataPathChoice();
+  return name === 'native' ? name : `${name} (${why})`;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { nativeDataPath, nodeCryptoDataPath } from '../../src/crypto/data-path.js';
+import { dataPath, dataPathChoice, nativeDataPath, nodeCryptoDataPath } from '../../src/crypto/data-path.js';
 import { Opener, Sealer } from '../../src/crypto/seal.js';
 import { FrameReader, FrameType } from '../../src/wire/frame.js';
 import { loadDataPathAddon } from '../../src/native/datapath.js';
@@ -81,4 +81,12 @@ describe('data path: native addon', { skip: load.ok ? false : load.reason }, () 
       /non-negative integer/,
     );
   });
+});
+
+test('the data path in use is the addon when it loads, and says why otherwise', () => {
+  const choice = dataPathChoice();
+  assert.equal(choice.name, dataPath().name);
+  if (process.env.CONSTMIG_DATAPATH === 'node') assert.equal(choice.why, 'CONSTMIG_DATAPATH=node');
+  else if (load.ok) assert.equal(choice.name, 'native');
+  else assert.equal(choice.why, load.reason);
 });
