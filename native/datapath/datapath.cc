@@ -24,6 +24,8 @@
 #include <node.h>
 #include <v8.h>
 
+#include "export-function.h"
+
 namespace {
 
 using v8::Array;
@@ -235,14 +237,8 @@ void Sha256PageLeaves(const FunctionCallbackInfo<Value>& info) {
 }  // namespace
 
 NODE_MODULE_INIT(/* exports, module, context */) {
-  Isolate* isolate = context->GetIsolate();
-  auto set = [&](const char* name, v8::FunctionCallback fn) {
-    exports
-        ->Set(context, String::NewFromUtf8(isolate, name, NewStringType::kInternalized).ToLocalChecked(),
-              v8::FunctionTemplate::New(isolate, fn)->GetFunction(context).ToLocalChecked())
-        .Check();
-  };
-  set("gcmSeal", GcmSeal);
-  set("gcmOpen", GcmOpen);
-  set("sha256PageLeaves", Sha256PageLeaves);
+  using constmig::ExportFunction;
+  ExportFunction(exports, context, "gcmSeal", GcmSeal);
+  ExportFunction(exports, context, "gcmOpen", GcmOpen);
+  ExportFunction(exports, context, "sha256PageLeaves", Sha256PageLeaves);
 }

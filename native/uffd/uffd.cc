@@ -37,6 +37,8 @@
 #include <uv.h>
 #include <v8.h>
 
+#include "export-function.h"
+
 #include <vector>
 
 #ifndef UFFD_USER_MODE_ONLY
@@ -703,26 +705,20 @@ void Regions(const FunctionCallbackInfo<Value>& info) {
 }  // namespace
 
 NODE_MODULE_INIT(/* exports, module, context */) {
-  Isolate* isolate = context->GetIsolate();
-  auto set = [&](const char* name, v8::FunctionCallback fn) {
-    exports
-        ->Set(context, String::NewFromUtf8(isolate, name, NewStringType::kInternalized).ToLocalChecked(),
-              v8::FunctionTemplate::New(isolate, fn)->GetFunction(context).ToLocalChecked())
-        .Check();
-  };
-  set("probe", Probe);
-  set("map", Map);
-  set("waitFault", WaitFault);
-  set("copy", Copy);
-  set("zeroPage", ZeroPage);
-  set("wake", Wake);
-  set("watch", WatchFaults);
-  set("unwatch", Unwatch);
-  set("discard", Discard);
-  set("close", Close);
-  set("regions", Regions);
+  using constmig::ExportFunction;
+  ExportFunction(exports, context, "probe", Probe);
+  ExportFunction(exports, context, "map", Map);
+  ExportFunction(exports, context, "waitFault", WaitFault);
+  ExportFunction(exports, context, "copy", Copy);
+  ExportFunction(exports, context, "zeroPage", ZeroPage);
+  ExportFunction(exports, context, "wake", Wake);
+  ExportFunction(exports, context, "watch", WatchFaults);
+  ExportFunction(exports, context, "unwatch", Unwatch);
+  ExportFunction(exports, context, "discard", Discard);
+  ExportFunction(exports, context, "close", Close);
+  ExportFunction(exports, context, "regions", Regions);
   exports
-      ->Set(context, String::NewFromUtf8Literal(isolate, "pageSize"),
-            Integer::NewFromUnsigned(isolate, static_cast<uint32_t>(kPage)))
+      ->Set(context, String::NewFromUtf8Literal(context->GetIsolate(), "pageSize"),
+            Integer::NewFromUnsigned(context->GetIsolate(), static_cast<uint32_t>(kPage)))
       .Check();
 }

@@ -38,6 +38,7 @@ import {
   startBenchHosts,
 } from './bench-hosts.js';
 import { dataPathChoice } from '../crypto/data-path.js';
+import { bitmapKernelsChoice } from '../heap/bitmap-kernels.js';
 import { describeLimits, measurePhysicalLimits, type PhysicalLimits } from './physical-limits.js';
 import { RESULTS_SCHEMA } from './report/results-file.js';
 import {
@@ -282,7 +283,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   const rawFile = path.join(options.out, `bench-${stamp}.json`);
 
   const machine = machineFacts();
-  const machineLine = `machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${formatBytes(machine.totalMemBytes)}, Node ${process.versions.node}; data path ${describeDataPath()}; load average at start ${machine.loadAvgAtStart.map((l) => l.toFixed(2)).join(' ')}`;
+  const machineLine = `machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${formatBytes(machine.totalMemBytes)}, Node ${process.versions.node}; data path ${describeDataPath()}; bitmap passes ${describeBitmapKernels()}; load average at start ${machine.loadAvgAtStart.map((l) => l.toFixed(2)).join(' ')}`;
   process.stderr.write(`${machineLine}\n`);
   /**
    * Measured at the end, once every enclave is gone: the measurement holds 512 MiB of buffers, and an
@@ -474,8 +475,13 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
   return rawFile;
 }
 
-/** The enclaves load the same addon as this process: its choice is theirs. */
+/** The enclaves load the same addons as this process: its choices are theirs. */
 function describeDataPath(): string {
   const { name, why } = dataPathChoice();
+  return name === 'native' ? name : `${name} (${why})`;
+}
+
+function describeBitmapKernels(): string {
+  const { name, why } = bitmapKernelsChoice();
   return name === 'native' ? name : `${name} (${why})`;
 }

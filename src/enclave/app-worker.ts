@@ -1,3 +1,5 @@
+// First: it must run before any schema is built.
+import '../util/zod-jitless.js';
 import { parentPort } from 'node:worker_threads';
 import pino from 'pino';
 import { restorePagesOf } from '../apps/app.js';

@@ -2,6 +2,8 @@
  * Entry point of an enclave process (sim backend: one Node process per enclave, spawned by the host
  * daemon with an IPC channel).
  */
+// First: it must run before any schema is built.
+import '../util/zod-jitless.js';
 import type { EnclaveToHost } from './ipc.js';
 import { EnclaveRuntime } from './runtime.js';
 

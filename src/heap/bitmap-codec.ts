@@ -24,7 +24,11 @@ export function decodeBitmap(text: string, pageCount: number): PageBitmap {
   const expected = bitmapWords(pageCount) * 4;
   let bytes: Buffer;
   try {
-    bytes = inflateRawSync(Buffer.from(text, 'base64'), { maxOutputLength: Math.max(expected, 1) });
+    bytes = inflateRawSync(Buffer.from(text, 'base64'), {
+      maxOutputLength: Math.max(expected, 1),
+      // The output's exact size in one chunk (zlib's default is 16 KiB): no concatenation, in the blackout.
+      chunkSize: Math.max(expected, 64),
+    });
   } catch {
     throw new BitmapCodecError(`page bitmap does not decode to ${expected} B`);
   }

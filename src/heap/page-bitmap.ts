@@ -1,3 +1,11 @@
+import { bitmapKernels } from './bitmap-kernels.js';
+
+/** The whole-bitmap passes: native where the addon loads (see bitmap-kernels.ts). */
+const kernels = bitmapKernels();
+
+/** Runs found per call of the bitmap passes by PageBitmap.runs. */
+const RUN_BATCH = 512;
+
 /** Number of 32-bit words that hold one bit per page. */
 export function bitmapWords(pageCount: number): number {
   return Math.ceil(pageCount / 32);
@@ -112,12 +120,8 @@ export class PageBitmap {
    */
   setAllBeforeWaiters(pages: PageBitmap): void {
     this.checkSame(pages);
-    const shared = this.sharedWords();
-    const bits = pages.words;
-    for (let w = 0; w < bits.length; w++) {
-      const mask = bits[w]!;
-      if (mask !== 0) Atomics.or(shared, w, mask | 0);
-    }
+    this.sharedWords();
+    kernels.publishBits(this.words, pages.words);
   }
 
   /**
@@ -178,24 +182,24 @@ export class PageBitmap {
   /** this |= other */
   or(other: PageBitmap): void {
     this.checkSame(other);
-    for (let w = 0; w < this.words.length; w++) this.words[w]! |= other.words[w]!;
+    kernels.or(this.words, other.words);
   }
 
   /** this &= other */
   and(other: PageBitmap): void {
     this.checkSame(other);
-    for (let w = 0; w < this.words.length; w++) this.words[w]! &= other.words[w]!;
+    kernels.and(this.words, other.words);
   }
 
   /** this &= ~other */
   andNot(other: PageBitmap): void {
     this.checkSame(other);
-    for (let w = 0; w < this.words.length; w++) this.words[w]! &= ~other.words[w]!;
+    kernels.andNot(this.words, other.words);
   }
 
   /** Flips every page (bits past pageCount stay clear). */
   invert(): void {
-    for (let w = 0; w < this.words.length; w++) this.words[w] = ~this.words[w]!;
+    kernels.invert(this.words);
     const tail = this.pageCount & 31;
     if (tail !== 0) this.words[this.words.length - 1]! &= throughBit(tail - 1);
   }
@@ -203,8 +207,7 @@ export class PageBitmap {
   /** True if every page set here is set in `other`. */
   isSubsetOf(other: PageBitmap): boolean {
     this.checkSame(other);
-    for (let w = 0; w < this.words.length; w++) if ((this.words[w]! & ~other.words[w]!) !== 0) return false;
-    return true;
+    return kernels.isSubsetOf(this.words, other.words);
   }
 
   setAll(): void {
@@ -279,9 +282,30 @@ export class PageBitmap {
     return page < this.pageCount ? page : -1;
   }
 
+  /**
+   * The maximal runs of set pages, in increasing order, as [first, end) pairs; found a batch at a time
+   * by one call to the bitmap passes, so a sparse or fragmented bitmap costs no per-word JavaScript.
+   */
+  *runs(): Generator<[first: number, end: number]> {
+    const out = new Uint32Array(RUN_BATCH * 2);
+    let from = 0;
+    for (;;) {
+      const found = kernels.findRuns(this.words, from, this.pageCount, out);
+      for (let i = 0; i < found; i++) yield [out[2 * i]!, out[2 * i + 1]!];
+      if (found < RUN_BATCH) return;
+      from = out[2 * found - 1]!;
+    }
+  }
+
   /** Number of set pages. */
   count(): number {
-    return this.countRange(0, this.pageCount);
+    return kernels.count(this.words) - popcount(this.tailBits());
+  }
+
+  /** Number of pages set both here and in `other`. */
+  countAnd(other: PageBitmap): number {
+    this.checkSame(other);
+    return kernels.countAnd(this.words, other.words) - popcount(this.tailBits() & other.tailBits());
   }
 
   countRange(first: number, count: number): number {
@@ -298,6 +322,12 @@ export class PageBitmap {
       total += popcount(bits);
     }
     return total;
+  }
+
+  /** Bits past the last page, which no operation here sets; words given to the constructor might. */
+  private tailBits(): number {
+    const tail = this.pageCount & 31;
+    return tail === 0 ? 0 : this.words[this.words.length - 1]! & ~throughBit(tail - 1);
   }
 
   private checkSame(other: PageBitmap): void {

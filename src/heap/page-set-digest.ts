@@ -53,17 +53,11 @@ export class PageSetDigest {
     this.has.clear(page);
   }
 
-  /** Forgets every recorded page that `keep` does not hold (word by word: this runs in the blackout). */
+  /** Forgets every recorded page that `keep` does not hold (in the blackout: whole-bitmap passes). */
   retainOnly(keep: PageBitmap): void {
-    const has = this.has.words;
-    for (let w = 0; w < has.length; w++) {
-      let drop = has[w]! & ~keep.words[w]!;
-      while (drop !== 0) {
-        const bit = 31 - Math.clz32(drop & -drop);
-        this.remove(w * 32 + bit);
-        drop &= drop - 1;
-      }
-    }
+    const drop = this.has.copy();
+    drop.andNot(keep);
+    for (const [first, end] of drop.runs()) for (let page = first; page < end; page++) this.remove(page);
   }
 
   hex(): string {

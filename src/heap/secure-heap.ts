@@ -384,13 +384,12 @@ export class SecureHeap {
       throw new RangeError(`bitmap has ${pages.pageCount} pages, the heap ${this.pageCount}`);
     }
     if (!(maxRunPages >= 1)) throw new RangeError(`invalid run length ${maxRunPages}`);
-    let page = pages.nextSet(0);
-    while (page !== -1) {
-      const clear = pages.nextClear(page);
-      const runEnd = clear === -1 ? this.pageCount : clear;
-      const end = Math.min(runEnd, this.segmentEndPage(page), page + maxRunPages);
-      yield { first: page, count: end - page };
-      page = end < runEnd ? end : pages.nextSet(end);
+    for (const [first, runEnd] of pages.runs()) {
+      for (let page = first; page < runEnd;) {
+        const end = Math.min(runEnd, this.segmentEndPage(page), page + maxRunPages);
+        yield { first: page, count: end - page };
+        page = end;
+      }
     }
   }
 

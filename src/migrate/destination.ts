@@ -15,6 +15,7 @@ import { latencyHistogram } from '../trackers/demand-latency.js';
 import type { Tracker, TrackerStats } from '../trackers/tracker.js';
 import { trackerFor } from '../trackers/tracker-for.js';
 import { monotonicMs } from '../util/clock.js';
+import { collectGarbage } from '../util/collect-garbage.js';
 import { errorMessage } from '../util/errors.js';
 import { FrameType } from '../wire/frame.js';
 import { ChannelClosedError, FramedSocket } from '../wire/framed-socket.js';
@@ -221,6 +222,7 @@ export class IncomingMigration {
       // What BEGIN and START make this thread do to the page sets runs compiled then, not cold.
       warmUpBitmapCode(heap.pageCount);
       digest?.retainOnly(heap.present);
+      collectGarbage();
       await sendControl(channel, sealer, { t: 'prefaulted', pages });
       this.phase = 'receiving';
 
@@ -317,7 +319,7 @@ export class IncomingMigration {
           this.lingerUntil = 0;
           this.channels.bulk?.channel.destroy();
           this.channels.urgent?.channel.destroy();
-          const left = allocated!.count() - countPresent(heap, allocated!);
+          const left = allocated!.count() - allocated!.countAnd(heap.present);
           return {
             kind: 'incomplete',
             message: errorMessage(err),
@@ -389,7 +391,7 @@ export class IncomingMigration {
     policy: InstallPolicy,
     allocated: PageBitmap,
   ): Promise<void> {
-    let left = allocated.count() - countPresent(this.deps.heap, allocated);
+    let left = allocated.count() - allocated.countAnd(this.deps.heap.present);
     if (left === 0) return;
     await new Promise<void>((resolve, reject) => {
       let done = false;
@@ -465,12 +467,6 @@ export class IncomingMigration {
     digest?.retainOnly(current);
     return allocated;
   }
-}
-
-function countPresent(heap: SecureHeap, pages: PageBitmap): number {
-  const both = pages.copy();
-  both.and(heap.present);
-  return both.count();
 }
 
 /**

@@ -8,6 +8,7 @@ import { PageSetDigest } from '../heap/page-set-digest.js';
 import type { SecureHeap } from '../heap/secure-heap.js';
 import type { TeeBackend } from '../tee/backend.js';
 import type { AttestationPolicy } from '../tee/policy.js';
+import { collectGarbage } from '../util/collect-garbage.js';
 import { monotonicMs } from '../util/clock.js';
 import { errorMessage } from '../util/errors.js';
 import type { FramedSocket } from '../wire/framed-socket.js';
@@ -257,6 +258,7 @@ export async function migrateOut(
 
     // Right before the pause: rounds can run long enough for V8 to drop code compiled before them.
     if (precopy) warmUpBlackout(allocated, precopy.current);
+    collectGarbage();
     phase = 'blackout';
     const paused_ = await app.pause();
     paused = true;

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,4 +23,22 @@ export function missingAddonHint(path: string): string {
   return existsSync(log)
     ? `the build failed (see ${log})`
     : 'it was not built (npm ci runs scripts/build-native.sh; CONSTMIG_SKIP_NATIVE=1 skips it)';
+}
+
+export type AddonLoad<T> = { ok: true; addon: T } | { ok: false; reason: string };
+
+/**
+ * Loads a built addon, or the one `process.env[overrideEnv]` names; `{ ok: false, reason }` says why
+ * it is not there (missing, its build failed, or it does not load on this Node).
+ */
+export function loadAddon<T>(file: string, label: string, overrideEnv: string): AddonLoad<T> {
+  const path = process.env[overrideEnv] || builtAddonPath(file);
+  if (!existsSync(path)) {
+    return { ok: false, reason: `the ${label} addon is missing at ${path}: ${missingAddonHint(path)}` };
+  }
+  try {
+    return { ok: true, addon: createRequire(import.meta.url)(path) as T };
+  } catch (err) {
+    return { ok: false, reason: `the ${label} addon at ${path} does not load: ${(err as Error).message}` };
+  }
 }

@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { builtAddonPath, missingAddonHint } from './addon-path.js';
+import { type AddonLoad, loadAddon } from './addon-path.js';
 
 /**
  * Loader for the data-path addon (native/datapath, built with the userfaultfd addon on `npm ci`):
@@ -33,24 +31,12 @@ export interface DataPathAddon {
   sha256PageLeaves(pages: Uint8Array, firstPage: number, leaves: Uint8Array): void;
 }
 
-export type DataPathLoad = { ok: true; addon: DataPathAddon } | { ok: false; reason: string };
+export type DataPathLoad = AddonLoad<DataPathAddon>;
 
 let loaded: DataPathLoad | null = null;
 
 /** Loads the addon once per thread; `{ ok: false, reason }` says why it is not there. */
 export function loadDataPathAddon(): DataPathLoad {
-  loaded ??= load();
+  loaded ??= loadAddon<DataPathAddon>(ADDON_FILE, 'data-path', 'CONSTMIG_DATAPATH_ADDON');
   return loaded;
-}
-
-function load(): DataPathLoad {
-  const path = process.env.CONSTMIG_DATAPATH_ADDON || builtAddonPath(ADDON_FILE);
-  if (!existsSync(path)) {
-    return { ok: false, reason: `the data-path addon is missing at ${path}: ${missingAddonHint(path)}` };
-  }
-  try {
-    return { ok: true, addon: createRequire(import.meta.url)(path) as DataPathAddon };
-  } catch (err) {
-    return { ok: false, reason: `the data-path addon at ${path} does not load: ${(err as Error).message}` };
-  }
 }

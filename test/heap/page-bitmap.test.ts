@@ -56,6 +56,7 @@ describe('PageBitmap', () => {
     assert.equal(bitmap.nextSet(0), -1);
     assert.equal(bitmap.nextClear(0), 0);
     assert.equal(bitmap.count(), 0);
+    assert.equal(bitmap.countAnd(new PageBitmap(Uint32Array.of(0xffffffff), 5)), 0);
     bitmap.setAll();
     assert.equal(bitmap.nextClear(0), -1);
     assert.ok(bitmap.allSet(0, 5));
@@ -129,6 +130,49 @@ describe('PageBitmap', () => {
   });
 });
 
+test('set operations between two bitmaps match the same operations on arrays of booleans', () => {
+  const bitmapAndModel = (pageCount: number, pages: number[]) => {
+    const bitmap = PageBitmap.create(pageCount);
+    const model: boolean[] = Array(pageCount).fill(false);
+    for (const page of pages) {
+      bitmap.set(page % pageCount);
+      model[page % pageCount] = true;
+    }
+    return { bitmap, model };
+  };
+  const asModel = (bitmap: PageBitmap) => [...Array(bitmap.pageCount).keys()].map((page) => bitmap.get(page));
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 200 }),
+      fc.array(fc.nat(), { maxLength: 120 }),
+      fc.array(fc.nat(), { maxLength: 120 }),
+      (pageCount, pagesA, pagesB) => {
+        const a = bitmapAndModel(pageCount, pagesA);
+        const b = bitmapAndModel(pageCount, pagesB);
+        const both = a.model.map((x, i) => x && b.model[i]!);
+        assert.equal(a.bitmap.countAnd(b.bitmap), both.filter(Boolean).length);
+        assert.equal(
+          a.bitmap.isSubsetOf(b.bitmap),
+          a.model.every((x, i) => !x || b.model[i]!),
+        );
+        const cases: [(x: PageBitmap) => void, (x: boolean, y: boolean) => boolean][] = [
+          [(x) => x.and(b.bitmap), (x, y) => x && y],
+          [(x) => x.andNot(b.bitmap), (x, y) => x && !y],
+          [(x) => x.or(b.bitmap), (x, y) => x || y],
+          [(x) => x.invert(), (x) => !x],
+        ];
+        for (const [run, model] of cases) {
+          const result = a.bitmap.copy();
+          run(result);
+          const expected = a.model.map((x, i) => model(x, b.model[i]!));
+          assert.deepEqual(asModel(result), expected);
+          assert.equal(result.count(), expected.filter(Boolean).length);
+        }
+      },
+    ),
+  );
+});
+
 function assertMatchesModel(bitmap: PageBitmap, model: boolean[]): void {
   const n = model.length;
   assert.deepEqual(
@@ -136,6 +180,12 @@ function assertMatchesModel(bitmap: PageBitmap, model: boolean[]): void {
     model,
   );
   assert.equal(bitmap.count(), model.filter(Boolean).length);
+  const runs = [...bitmap.runs()];
+  assert.deepEqual(
+    runs.flatMap(([first, end]) => [...Array(end - first).keys()].map((i) => first + i)),
+    model.flatMap((set, page) => (set ? [page] : [])),
+  );
+  for (let i = 1; i < runs.length; i++) assert.ok(runs[i]![0] > runs[i - 1]![1], 'runs are maximal');
   for (let from = 0; from <= n; from++) {
     assert.equal(bitmap.nextSet(from), firstIndex(model, from, n, true), `nextSet(${from})`);
     assert.equal(bitmap.nextClear(from), firstIndex(model, from, n, false), `nextClear(${from})`);
@@ -183,4 +233,12 @@ test('setAllBeforeWaiters sets exactly the pages given, keeps the ones already s
     ),
   );
   assert.throws(() => PageBitmap.create(64).setAllBeforeWaiters(PageBitmap.create(65)), RangeError);
+});
+
+test('runs goes on past a batch: every other page of 3000 is 1500 runs', () => {
+  const bitmap = PageBitmap.create(3000);
+  for (let page = 0; page < 3000; page += 2) bitmap.set(page);
+  const runs = [...bitmap.runs()];
+  assert.equal(runs.length, 1500);
+  assert.ok(runs.every(([first, end], i) => first === 2 * i && end === first + 1));
 });
