@@ -25,6 +25,17 @@ describe('bitmap codec', () => {
     );
   });
 
+  test('the empty set is the empty string, at any size', () => {
+    for (const pageCount of [0, 1, 33, 2 ** 21]) {
+      assert.equal(encodeBitmap(PageBitmap.create(pageCount)), '');
+      assert.equal(decodeBitmap('', pageCount).count(), 0);
+      assert.equal(decodeBitmap('', pageCount).pageCount, pageCount);
+    }
+    const one = PageBitmap.create(40);
+    one.set(39);
+    assert.notEqual(encodeBitmap(one), '');
+  });
+
   test('refuses what does not describe exactly pageCount pages', () => {
     const deflated = (bytes: number[]) => deflateRawSync(Buffer.from(bytes)).toString('base64');
     const cases: [string, string][] = [
