@@ -1,4 +1,5 @@
 import { type AppKind, isWorkloadKind, WORKLOADS } from '../apps/registry.js';
+import { MAX_HEAP_BYTES, MIN_HEAP_BYTES } from '../heap/secure-heap.js';
 import { isMigrationMode, MIGRATION_MODES, type MigrationMode } from '../migrate/modes.js';
 import { TRACKER_KINDS, type TrackerKind } from '../trackers/tracker.js';
 import { errorMessage, UserError } from '../util/errors.js';
@@ -71,11 +72,17 @@ export function parseWorkload(text: string): WorkloadChoice {
 }
 
 function sizeOf(text: string): number {
+  let bytes: number;
   try {
-    return parseSize(text.trim());
+    bytes = parseSize(text.trim());
   } catch (err) {
     throw new UserError(`--sizes: ${errorMessage(err)}`);
   }
+  // Checked here, not by the host after the bench has started: the same range a host accepts.
+  if (!(bytes >= MIN_HEAP_BYTES && bytes <= MAX_HEAP_BYTES)) {
+    throw new UserError(`--sizes: '${text.trim()}' is outside the heap sizes a host runs (1 MiB to 16 GiB)`);
+  }
+  return bytes;
 }
 
 const LINK_RATE = /^\d+(\.\d+)?(k|m|g)?bit$/;

@@ -349,12 +349,35 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
       const port = await cluster.applicationPort();
       process.stderr.write(`${name}: starting and filling (logs in ${cluster.dir})…\n`);
       const fillStart = monotonicMs();
-      const enclave = await cluster.client(hosts[0]).call<EnclaveInfo>('POST', '/v1/enclaves', {
-        app: workload.kind,
-        heapBytes,
-        port,
-        fillBytes: heapBytes,
-      });
+      let enclave: EnclaveInfo;
+      try {
+        enclave = await cluster.client(hosts[0]).call<EnclaveInfo>('POST', '/v1/enclaves', {
+          app: workload.kind,
+          heapBytes,
+          port,
+          fillBytes: heapBytes,
+        });
+      } catch (err) {
+        // The step's migrations cannot run; they are recorded as failed, and the benchmark goes on.
+        keepLogs = true;
+        const error = `starting and filling failed: ${errorMessage(err)}`;
+        for (let rep = 1; rep <= repeat; rep++) {
+          for (const variant of rotation(measured, rep)) {
+            all.failures.push({
+              workload: workload.label,
+              heapBytes,
+              ...variant,
+              repeat: rep,
+              index: ++index,
+              error,
+              logsKeptIn: cluster.dir,
+            });
+          }
+        }
+        process.stderr.write(`${name}: ${error}; its ${runsPerStep} migrations are recorded as failed\n`);
+        writeRaw(false);
+        continue;
+      }
       const fillMs = monotonicMs() - fillStart;
       eta.filled(heapBytes, fillMs);
       const items = enclave.stats.keys ?? enclave.stats.items ?? 0;

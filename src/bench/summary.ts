@@ -301,7 +301,9 @@ export function ratios(cells: readonly Cell[], sizes: readonly number[]): Ratios
 /** A figure for a table or a progress line; '-' when there is none. */
 export const fixed = (v: number | null, digits = 0) =>
   v === null || Number.isNaN(v) ? '-' : v.toFixed(digits);
-const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+/** A cell whose runs all failed has no figures: NaN medians print as '-'. */
+const mib = (bytes: number) => fixed(bytes / 2 ** 20);
+const bytesOrDash = (bytes: number) => (Number.isNaN(bytes) ? '-' : formatBytes(bytes));
 
 /** Columns before `leftColumns` are names (left-aligned), the rest figures (right-aligned). */
 function table(header: string[], rows: string[][], leftColumns = 2): string[] {
@@ -360,7 +362,13 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
         `${c.runs}${c.failed ? ` (+${c.failed} FAILED)` : ''}`,
         fixed(c.downtimeMs, 1),
         c.runs ? `${c.downtimeMinMs.toFixed(0)}-${c.downtimeMaxMs.toFixed(0)}` : '-',
-        c.mode === 'stop-and-copy' ? '1' : scOf(c) ? `${scOf(c)!.ratio.toFixed(1)}x` : '-',
+        c.runs === 0
+          ? '-'
+          : c.mode === 'stop-and-copy'
+            ? '1'
+            : scOf(c)
+              ? `${scOf(c)!.ratio.toFixed(1)}x`
+              : '-',
         fixed(c.clientGapMs, 1),
         fixed(c.totalMs),
         fixed(c.postcopyMs),
@@ -391,7 +399,7 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
       cells.map((c) => [
         formatBytes(c.heapBytes),
         variantLabel(c),
-        formatBytes(c.allocatedBytes),
+        bytesOrDash(c.allocatedBytes),
         fixed(c.precopyRounds),
         fixed(c.dirtyRateMBps, 2),
         fixed(c.demandFaults),
@@ -403,7 +411,7 @@ export function renderSummary(cells: readonly Cell[], r: Ratios, sizes: readonly
         mib(c.destinationRssOverAllocatedBytes),
         fixed(c.sourceCpuMs),
         fixed(c.destinationCpuMs),
-        c.verifyOff ? 'off' : `${c.verified}/${c.runs}`,
+        c.runs === 0 ? '-' : c.verifyOff ? 'off' : `${c.verified}/${c.runs}`,
         String(c.lostWrites),
       ]),
     ),

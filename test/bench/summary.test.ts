@@ -207,3 +207,25 @@ test('cells and ratios are per mode and tracker; the post-copy table compares th
   assert.match(text, /^256\.0 MiB\s+post-copy\s+fault\s+1\s+40\.0\s/m);
   assert.match(text, /256\.0 MiB\s+post-copy: downtime 0\.73, throughput during 2\.29, fault p50 0\.25/);
 });
+
+test('a cell whose migrations all failed (e.g. its fill failed) prints dashes, not NaN', () => {
+  const measured = variants(['stop-and-copy'], []);
+  const failure = {
+    workload: 'kv',
+    heapBytes: 2 ** 20,
+    ...measured[0]!,
+    repeat: 1,
+    index: 1,
+    error: 'starting and filling failed: host gone',
+    logsKeptIn: '/tmp/x',
+  };
+  const cells = summarise(
+    [2 ** 20, 2 ** 28],
+    measured,
+    [run('stop-and-copy', null, 1000, null, null)],
+    [failure],
+  );
+  const text = renderSummary(cells, ratios(cells, [2 ** 20, 2 ** 28]), [2 ** 20, 2 ** 28]);
+  assert.match(text, /^1\.00 MiB\s+stop-and-copy\s+0 \(\+1 FAILED\)\s+-\s+-\s+-\s/m);
+  assert.doesNotMatch(text, /NaN/);
+});

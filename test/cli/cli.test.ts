@@ -144,6 +144,10 @@ describe('constmig CLI against real host daemons', () => {
     );
     assertOneLineError(await migrate('--bandwidth', '1gbps'), /--bandwidth: ambiguous unit 'gbps'/);
     assertOneLineError(await cli(['bench', '--sizes', 'lots'], env), /--sizes: malformed size 'lots'/);
+    assertOneLineError(
+      await cli(['bench', '--sizes', '64MiB,256KiB'], env),
+      /--sizes: '256KiB' is outside the heap sizes a host runs \(1 MiB to 16 GiB\)/,
+    );
     assertOneLineError(await cli(['bench', '--modes', 'teleport'], env), /--modes: unknown mode 'teleport'/);
     assertOneLineError(
       await cli(['bench', '--workloads', 'kv,sort'], env),
