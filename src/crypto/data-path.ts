@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import { PAGE_SIZE } from '../heap/constants.js';
+import { type Chosen, chooseImplementation } from '../native/addon-path.js';
 import { type DataPathAddon, loadDataPathAddon } from '../native/datapath.js';
 
 export const TAG_BYTES = 16;
@@ -109,33 +110,33 @@ export function nativeDataPath(addon: DataPathAddon): DataPath {
   };
 }
 
-let chosen: { path: DataPath; why: string } | null = null;
+let chosen: Chosen<DataPath> | null = null;
 
 /**
  * The data path of this process: the addon if it loads, node:crypto otherwise or when
  * CONSTMIG_DATAPATH=node (for comparisons and to test the fallback).
  */
 export function dataPath(): DataPath {
-  return chooseDataPath().path;
+  return chooseDataPath().impl;
 }
 
 /** Which data path this process uses, and why. */
 export function dataPathChoice(): { name: DataPath['name']; why: string } {
-  const { path, why } = chooseDataPath();
-  return { name: path.name, why };
+  const { impl, why } = chooseDataPath();
+  return { name: impl.name, why };
 }
 
-function chooseDataPath() {
+function chooseDataPath(): Chosen<DataPath> {
   if (chosen) return chosen;
-  if (process.env.CONSTMIG_DATAPATH === 'node') {
-    chosen = { path: nodeCryptoDataPath, why: 'CONSTMIG_DATAPATH=node' };
-  } else {
-    const load = loadDataPathAddon();
-    chosen = load.ok
-      ? { path: nativeDataPath(load.addon), why: 'the data-path addon loaded' }
-      : { path: nodeCryptoDataPath, why: load.reason };
-  }
-  warmUp(chosen.path);
+  chosen = chooseImplementation({
+    forceEnv: 'CONSTMIG_DATAPATH',
+    forceValue: 'node',
+    load: loadDataPathAddon,
+    native: nativeDataPath,
+    fallback: nodeCryptoDataPath,
+    label: 'data-path',
+  });
+  warmUp(chosen.impl);
   return chosen;
 }
 

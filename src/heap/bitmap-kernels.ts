@@ -1,3 +1,4 @@
+import { type Chosen, chooseImplementation } from '../native/addon-path.js';
 import { type BitmapAddon, loadBitmapAddon } from '../native/bitmap.js';
 
 /**
@@ -97,31 +98,30 @@ export function nativeBitmapKernels(addon: BitmapAddon): BitmapKernels {
   return { name: 'native', count, countAnd, and, andNot, or, invert, isSubsetOf, publishBits, findRuns };
 }
 
-let chosen: { kernels: BitmapKernels; why: string } | null = null;
+let chosen: Chosen<BitmapKernels> | null = null;
 
 /**
  * The bitmap passes of this thread: the addon if it loads, JavaScript otherwise or when
  * CONSTMIG_BITMAP=js (for comparisons and to test the fallback).
  */
 export function bitmapKernels(): BitmapKernels {
-  return chooseBitmapKernels().kernels;
+  return chooseBitmapKernels().impl;
 }
 
 /** Which bitmap passes this thread uses, and why. */
 export function bitmapKernelsChoice(): { name: BitmapKernels['name']; why: string } {
-  const { kernels, why } = chooseBitmapKernels();
-  return { name: kernels.name, why };
+  const { impl, why } = chooseBitmapKernels();
+  return { name: impl.name, why };
 }
 
-function chooseBitmapKernels() {
-  if (chosen) return chosen;
-  if (process.env.CONSTMIG_BITMAP === 'js') {
-    chosen = { kernels: javascriptBitmapKernels, why: 'CONSTMIG_BITMAP=js' };
-  } else {
-    const load = loadBitmapAddon();
-    chosen = load.ok
-      ? { kernels: nativeBitmapKernels(load.addon), why: 'the page-bitmap addon loaded' }
-      : { kernels: javascriptBitmapKernels, why: load.reason };
-  }
+function chooseBitmapKernels(): Chosen<BitmapKernels> {
+  chosen ??= chooseImplementation({
+    forceEnv: 'CONSTMIG_BITMAP',
+    forceValue: 'js',
+    load: loadBitmapAddon,
+    native: nativeBitmapKernels,
+    fallback: javascriptBitmapKernels,
+    label: 'page-bitmap',
+  });
   return chosen;
 }

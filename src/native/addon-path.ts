@@ -42,3 +42,31 @@ export function loadAddon<T>(file: string, label: string, overrideEnv: string): 
     return { ok: false, reason: `the ${label} addon at ${path} does not load: ${(err as Error).message}` };
   }
 }
+
+/** One implementation chosen: the addon's where it loads, else the fallback, and why. */
+export interface Chosen<T> {
+  impl: T;
+  why: string;
+}
+
+/**
+ * Chooses between an addon-backed implementation and its fallback: the fallback when
+ * `process.env[forceEnv] === forceValue` (for comparisons and to test it) or when the addon does not
+ * load (the reason says why), else the addon's.
+ */
+export function chooseImplementation<A, T>(options: {
+  forceEnv: string;
+  forceValue: string;
+  load: () => AddonLoad<A>;
+  native: (addon: A) => T;
+  fallback: T;
+  label: string;
+}): Chosen<T> {
+  if (process.env[options.forceEnv] === options.forceValue) {
+    return { impl: options.fallback, why: `${options.forceEnv}=${options.forceValue}` };
+  }
+  const load = options.load();
+  return load.ok
+    ? { impl: options.native(load.addon), why: `the ${options.label} addon loaded` }
+    : { impl: options.fallback, why: load.reason };
+}
