@@ -60,7 +60,12 @@ export class EnclaveProcess extends EventEmitter<{ message: [EnclaveToHost]; exi
   }
 
   send(message: HostToEnclave, socket?: net.Socket): void {
-    if (this.exited || !this.child.connected) return;
+    // A socket nobody will take is closed, not kept: its peer learns at once, and the host (which has
+    // stopped reading it) does not hold it open until it exits.
+    if (this.exited || !this.child.connected) {
+      socket?.destroy();
+      return;
+    }
     // The enclave may exit between the check and the write (EPIPE): its 'exit' tells the host what
     // happened, so a failed send only drops the socket it carried, never crashes the host.
     this.child.send(message, socket, (err) => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import net from 'node:net';
 import { test } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { EnclaveProcess } from '../../src/host/enclave-process.js';
@@ -23,3 +24,26 @@ test('a message to an enclave that exits on its own is dropped, not an uncaught 
   await nextTurn();
   assert.equal(enclave.exited, true);
 });
+
+test(
+  'a socket handed to an enclave that has exited is closed, not kept open by the host',
+  { timeout: 10_000 },
+  async () => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const client = net.connect(port, '127.0.0.1');
+    const [accepted] = (await once(server, 'connection')) as [net.Socket];
+    const enclave = new EnclaveProcess(null);
+    const exited = once(enclave, 'exit');
+    enclave.send({ type: 'stop' });
+    await exited;
+    enclave.send({ type: 'data-connection', ticket: 'x'.repeat(64) }, accepted);
+    // The peer sees the connection end (FIN or reset) instead of waiting on it.
+    await Promise.race([once(client, 'end'), once(client, 'close'), once(client, 'error')]);
+    assert.equal(accepted.destroyed, true);
+    client.destroy();
+    server.close();
+  },
+);
