@@ -362,9 +362,11 @@ export class PageBitmap {
 }
 
 /**
- * Runs each whole-bitmap operation twice on scratch bitmaps of `pageCount` pages, so that V8 has
- * compiled them before a migration's blackout runs them on the real page sets: cold (interpreted),
- * the dozen passes a blackout makes over the bitmaps of a 4 GiB heap cost 20-30 ms of CPU, warm 2-3.
+ * Runs each whole-bitmap operation twice on scratch bitmaps of `pageCount` pages before a migration's
+ * blackout. With the JavaScript passes (no addon), cold they cost 20-30 ms of CPU over the bitmaps of
+ * a 4 GiB heap and warm 2-3, though V8 may still drop the compiled code later (docs/decisions.md,
+ * "Nothing cold in the blackout"); with the addon this warms the JavaScript around its calls and the
+ * searches still written in JavaScript (allSet, nextSet, nextClear).
  */
 export function warmUpBitmapCode(pageCount: number): void {
   const half = PageBitmap.create(pageCount);
@@ -384,5 +386,6 @@ export function warmUpBitmapCode(pageCount: number): void {
       const clear = scratch.nextClear(page);
       page = clear === -1 ? -1 : scratch.nextSet(clear);
     }
+    for (const run of scratch.runs()) void run;
   }
 }
