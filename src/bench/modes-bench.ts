@@ -349,6 +349,17 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
       const port = await cluster.applicationPort();
       process.stderr.write(`${name}: starting and filling (logs in ${cluster.dir})…\n`);
       const fillStart = monotonicMs();
+      const recordFailure = (variant: Variant, rep: number, at: number, error: string): void => {
+        all.failures.push({
+          workload: workload.label,
+          heapBytes,
+          ...variant,
+          repeat: rep,
+          index: at,
+          error,
+          logsKeptIn: cluster.dir,
+        });
+      };
       let enclave: EnclaveInfo;
       try {
         enclave = await cluster.client(hosts[0]).call<EnclaveInfo>('POST', '/v1/enclaves', {
@@ -363,15 +374,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
         const error = `starting and filling failed: ${errorMessage(err)}`;
         for (let rep = 1; rep <= repeat; rep++) {
           for (const variant of rotation(measured, rep)) {
-            all.failures.push({
-              workload: workload.label,
-              heapBytes,
-              ...variant,
-              repeat: rep,
-              index: ++index,
-              error,
-              logsKeptIn: cluster.dir,
-            });
+            recordFailure(variant, rep, ++index, error);
           }
         }
         process.stderr.write(`${name}: ${error}; its ${runsPerStep} migrations are recorded as failed\n`);
@@ -417,15 +420,7 @@ export async function runModesBench(options: BenchOptions): Promise<string> {
             at = (1 - at) as 0 | 1;
           } else {
             keepLogs = true;
-            all.failures.push({
-              workload: workload.label,
-              heapBytes,
-              ...variant,
-              repeat: rep,
-              index,
-              error: outcome.error,
-              logsKeptIn: cluster.dir,
-            });
+            recordFailure(variant, rep, index, outcome.error);
             line = `${head} FAILED: ${outcome.error}`;
             const where = await locate(cluster, hosts, enclave.id);
             if (where === null) {

@@ -12,7 +12,13 @@ export interface BitmapKernels extends BitmapAddon {
   readonly name: 'native' | 'javascript';
 }
 
-function popcount(word: number): number {
+/** Index of the lowest set bit of a non-zero word. */
+export function lowestBit(word: number): number {
+  return 31 - Math.clz32(word & -word);
+}
+
+/** Number of set bits of a word. */
+export function popcount(word: number): number {
   let v = word - ((word >>> 1) & 0x55555555);
   v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
   return Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
@@ -22,8 +28,8 @@ function sameLength(a: Uint32Array, b: Uint32Array): void {
   if (a.length !== b.length) throw new TypeError('expected two Uint32Arrays of the same length');
 }
 
-/** The first set (or, with `flip`, clear) bit at or after `from` among the words, or -1. */
-function nextBit(a: Uint32Array, from: number, flip: number): number {
+/** The first set (or, with `flip` = ~0, clear) bit at or after `from` among the words, or -1. */
+export function nextBit(a: Uint32Array, from: number, flip: number): number {
   let w = from >>> 5;
   if (w >= a.length) return -1;
   let bits = (a[w]! ^ flip) & (~0 << (from & 31));
@@ -31,7 +37,7 @@ function nextBit(a: Uint32Array, from: number, flip: number): number {
     if (++w === a.length) return -1;
     bits = a[w]! ^ flip;
   }
-  return w * 32 + (31 - Math.clz32(bits & -bits));
+  return w * 32 + lowestBit(bits);
 }
 
 export const javascriptBitmapKernels: BitmapKernels = {

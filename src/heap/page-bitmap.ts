@@ -1,4 +1,4 @@
-import { bitmapKernels } from './bitmap-kernels.js';
+import { bitmapKernels, lowestBit, nextBit, popcount } from './bitmap-kernels.js';
 
 /** The whole-bitmap passes: native where the addon loads (see bitmap-kernels.ts). */
 const kernels = bitmapKernels();
@@ -19,17 +19,6 @@ function fromBit(bit: number): number {
 /** Bits [0, bit] of a word. */
 function throughBit(bit: number): number {
   return (~0 >>> (31 - bit)) | 0;
-}
-
-/** Index of the lowest set bit of a non-zero word. */
-function lowestBit(word: number): number {
-  return 31 - Math.clz32(word & -word);
-}
-
-function popcount(word: number): number {
-  let v = word - ((word >>> 1) & 0x55555555);
-  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
-  return Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
 }
 
 /**
@@ -252,33 +241,18 @@ export class PageBitmap {
 
   /** The first set page at or after `from`, or -1. */
   nextSet(from: number): number {
-    this.checkFrom(from);
-    if (from >= this.pageCount) return -1;
-    const words = this.words;
-    const lastWord = words.length - 1;
-    let w = from >>> 5;
-    let bits = words[w]! & fromBit(from & 31);
-    while (bits === 0) {
-      if (w === lastWord) return -1;
-      bits = words[++w]!;
-    }
-    const page = w * 32 + lowestBit(bits);
-    return page < this.pageCount ? page : -1;
+    return this.next(from, 0);
   }
 
   /** The first clear page at or after `from`, or -1. */
   nextClear(from: number): number {
+    return this.next(from, ~0);
+  }
+
+  private next(from: number, flip: number): number {
     this.checkFrom(from);
     if (from >= this.pageCount) return -1;
-    const words = this.words;
-    const lastWord = words.length - 1;
-    let w = from >>> 5;
-    let bits = ~words[w]! & fromBit(from & 31);
-    while (bits === 0) {
-      if (w === lastWord) return -1;
-      bits = ~words[++w]!;
-    }
-    const page = w * 32 + lowestBit(bits);
+    const page = nextBit(this.words, from, flip);
     return page < this.pageCount ? page : -1;
   }
 

@@ -25,19 +25,22 @@ export function missingAddonHint(path: string): string {
     : 'it was not built (npm ci runs scripts/build-native.sh; CONSTMIG_SKIP_NATIVE=1 skips it)';
 }
 
-export type AddonLoad<T> = { ok: true; addon: T } | { ok: false; reason: string };
+export type AddonLoad<T> = { ok: true; addon: T; path: string } | { ok: false; reason: string };
 
 /**
  * Loads a built addon, or the one `process.env[overrideEnv]` names; `{ ok: false, reason }` says why
  * it is not there (missing, its build failed, or it does not load on this Node).
  */
 export function loadAddon<T>(file: string, label: string, overrideEnv: string): AddonLoad<T> {
-  const path = process.env[overrideEnv] || builtAddonPath(file);
+  const override = process.env[overrideEnv];
+  const path = override || builtAddonPath(file);
   if (!existsSync(path)) {
-    return { ok: false, reason: `the ${label} addon is missing at ${path}: ${missingAddonHint(path)}` };
+    // A path given by hand says nothing about the build.
+    const why = override ? ` (set by ${overrideEnv})` : `: ${missingAddonHint(path)}`;
+    return { ok: false, reason: `the ${label} addon is missing at ${path}${why}` };
   }
   try {
-    return { ok: true, addon: createRequire(import.meta.url)(path) as T };
+    return { ok: true, addon: createRequire(import.meta.url)(path) as T, path };
   } catch (err) {
     return { ok: false, reason: `the ${label} addon at ${path} does not load: ${(err as Error).message}` };
   }

@@ -1,6 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { builtAddonPath, missingAddonHint } from './addon-path.js';
+import { readFileSync } from 'node:fs';
+import { type AddonLoad, loadAddon } from './addon-path.js';
 
 /**
  * Loader for the userfaultfd addon (native/uffd, built by scripts/build-native.sh on `npm ci`): the
@@ -54,44 +53,19 @@ export interface UffdAddon {
   regions(): number;
 }
 
-export type UffdLoad = { ok: true; addon: UffdAddon; path: string } | { ok: false; reason: string };
+export type UffdLoad = AddonLoad<UffdAddon>;
 export type UffdAvailability =
   { ok: true; addon: UffdAddon; via: UffdVia } | { ok: false; reason: string; code?: string };
 
 let loaded: UffdLoad | null = null;
 
-/** Where the addon is looked for: CONSTMIG_UFFD_ADDON, else build/Release under the package root. */
-export function addonPath(): string {
-  return process.env.CONSTMIG_UFFD_ADDON || builtAddonPath(ADDON_FILE);
-}
-
 /** Loads the addon once per thread; `{ ok: false, reason }` says why it is not there. */
 export function loadUffd(): UffdLoad {
-  if (loaded) return loaded;
-  loaded = load();
+  loaded ??=
+    process.platform === 'linux'
+      ? loadAddon<UffdAddon>(ADDON_FILE, 'userfaultfd', 'CONSTMIG_UFFD_ADDON')
+      : { ok: false, reason: `userfaultfd is Linux only (this is ${process.platform})` };
   return loaded;
-}
-
-function load(): UffdLoad {
-  if (process.platform !== 'linux') {
-    return { ok: false, reason: `userfaultfd is Linux only (this is ${process.platform})` };
-  }
-  const path = addonPath();
-  if (!existsSync(path)) {
-    if (process.env.CONSTMIG_UFFD_ADDON) {
-      return {
-        ok: false,
-        reason: `the userfaultfd addon is missing at ${path} (set by CONSTMIG_UFFD_ADDON)`,
-      };
-    }
-    return { ok: false, reason: `the userfaultfd addon is missing at ${path}: ${missingAddonHint(path)}` };
-  }
-  try {
-    const addon = createRequire(import.meta.url)(path) as UffdAddon;
-    return { ok: true, addon, path };
-  } catch (err) {
-    return { ok: false, reason: `the userfaultfd addon at ${path} does not load: ${(err as Error).message}` };
-  }
 }
 
 /**
