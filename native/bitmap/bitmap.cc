@@ -84,7 +84,7 @@ void CountAnd(const FunctionCallbackInfo<Value>& info) {
   info.GetReturnValue().Set(double(total));
 }
 
-// and(a, b): a &= b. andNot(a, b): a &= ~b. or(a, b): a |= b.
+// and(a, b): a &= b. andNot(a, b): a &= ~b. or(a, b): a |= b. xor(a, b): a ^= b.
 void And(const FunctionCallbackInfo<Value>& info) {
   Words a, b;
   if (!Two(info, &a, &b)) return;
@@ -99,6 +99,11 @@ void Or(const FunctionCallbackInfo<Value>& info) {
   Words a, b;
   if (!Two(info, &a, &b)) return;
   for (size_t i = 0; i < a.length; i++) a.data[i] |= b.data[i];
+}
+void Xor(const FunctionCallbackInfo<Value>& info) {
+  Words a, b;
+  if (!Two(info, &a, &b)) return;
+  for (size_t i = 0; i < a.length; i++) a.data[i] ^= b.data[i];
 }
 
 // invert(a): a = ~a, every word (the caller clears the bits past its last page).
@@ -170,6 +175,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   ExportFunction(exports, context, "and", And);
   ExportFunction(exports, context, "andNot", AndNot);
   ExportFunction(exports, context, "or", Or);
+  ExportFunction(exports, context, "xor", Xor);
   ExportFunction(exports, context, "invert", Invert);
   ExportFunction(exports, context, "isSubsetOf", IsSubsetOf);
   ExportFunction(exports, context, "publishBits", PublishBits);

@@ -64,6 +64,6 @@ export interface EnclaveApp {
  */
 export function restorePagesOf(heap: SecureHeap, app: EnclaveApp): PageBitmap {
   const pages = PageBitmap.create(heap.pageCount);
-  markPagesOf([HeapAllocator.attachReads(heap.pageCount), ...app.restoreReads()], pages);
+  markPagesOf([HeapAllocator.attachReads(), ...app.restoreReads()], pages);
   return pages;
 }

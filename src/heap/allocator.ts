@@ -47,7 +47,7 @@ export interface HeapStats {
 /**
  * Allocator whose every piece of state lives inside the heap (see allocator-layout.ts): the header,
  * the `allocated` bitmap and the page table. The fields of this object are only the layout, re-derived
- * by `attach`, so the destination of a migration continues exactly where the source stopped. Metadata
+ * by `attach`, and a view of the bitmap, so the destination of a migration continues exactly where the source stopped. Metadata
  * is written through the heap's accessors, so it is present-checked and dirty-tracked like any page.
  *
  * Small requests come from one-page slabs per size class (free lists threaded through free chunks,
@@ -55,22 +55,23 @@ export interface HeapStats {
  * are free. Larger requests get first-fit runs of whole pages inside one segment, released on free.
  */
 export class HeapAllocator {
-  /**
-   * A page is set iff it holds allocator metadata, a slab, or a live run. It is a view into heap
-   * memory: only set pages need to migrate.
-   */
-  readonly allocated: PageBitmap;
+  /** Null on an attached heap until first used: see `allocated`. */
+  private bitmap: PageBitmap | null = null;
 
   private constructor(
     private readonly heap: SecureHeap,
     private readonly layout: HeapLayout,
-  ) {
-    // The present check happens here, once: afterwards the bitmap is read in place.
-    const words = heap.bytes(layout.bitmapAddr, bitmapWords(layout.pageCount) * 4);
-    this.allocated = new PageBitmap(
-      new Uint32Array(words.buffer, words.byteOffset, bitmapWords(layout.pageCount)),
-      layout.pageCount,
-    );
+  ) {}
+
+  /**
+   * A page is set iff it holds allocator metadata, a slab, or a live run. It is a view into heap
+   * memory: only set pages need to migrate. On an attached heap its pages are required on first use,
+   * not by `attach`: a post-copy destination restores the application and serves before they arrive,
+   * as they are a quarter of a MiB at 8 GiB (docs/decisions.md, "The allocator's bitmap leaves the
+   * blackout").
+   */
+  get allocated(): PageBitmap {
+    return this.bitmap ?? this.attachBitmap();
   }
 
   /** Writes a fresh allocator into the heap: header, empty bitmap and page table, nothing live. */
@@ -86,11 +87,15 @@ export class HeapAllocator {
     heap.writeU64(Header.runHint, layout.metadataPages);
     heap.writeU64(Header.allocatedPages, layout.metadataPages);
     const allocator = new HeapAllocator(heap, layout);
-    allocator.allocated.setRange(0, layout.metadataPages);
+    allocator.bitmap = allocator.bitmapView();
+    allocator.bitmap.setRange(0, layout.metadataPages);
     return allocator;
   }
 
-  /** Re-attaches to an allocator that arrived with the heap pages; validates the header first. */
+  /**
+   * Re-attaches to an allocator that arrived with the heap pages; validates the header, which is all
+   * it reads. The `allocated` bitmap is checked against the header's count when first used.
+   */
   static attach(heap: SecureHeap): HeapAllocator {
     if (!heap.equals(Header.magic, MAGIC))
       throw new HeapFormatError('heap holds no allocator: magic CMHEAP01 not found');
@@ -112,19 +117,12 @@ export class HeapAllocator {
     ) {
       throw new HeapFormatError('heap metadata layout does not match its page count');
     }
-    const allocator = new HeapAllocator(heap, layout);
-    const counted = allocator.allocated.count();
-    const recorded = heap.readU64(Header.allocatedPages);
-    if (counted !== recorded) {
-      throw new HeapFormatError(`allocated bitmap holds ${counted} pages, the header says ${recorded}`);
-    }
-    return allocator;
+    return new HeapAllocator(heap, layout);
   }
 
-  /** The heap bytes `attach` reads on a heap of `pageCount` pages: the header and the `allocated` bitmap. */
-  static attachReads(pageCount: number): HeapRange {
-    const { bitmapAddr } = layoutFor(pageCount);
-    return { addr: 0, bytes: bitmapAddr + bitmapWords(pageCount) * 4 };
+  /** The heap bytes `attach` reads: the header, page 0. */
+  static attachReads(): HeapRange {
+    return { addr: 0, bytes: PAGE_SIZE };
   }
 
   /** An 8-byte aligned address (never 0) of at least `size` bytes; the contents are unspecified. */
@@ -296,6 +294,24 @@ export class HeapAllocator {
 
   private setPageEntry(page: number, entry: number): void {
     this.heap.writeU32(this.layout.pageTableAddr + page * 4, entry);
+  }
+
+  /** The bitmap read in place; the present check happens here, once, for all of it. */
+  private bitmapView(): PageBitmap {
+    const words = bitmapWords(this.layout.pageCount);
+    const bytes = this.heap.bytes(this.layout.bitmapAddr, words * 4);
+    return new PageBitmap(new Uint32Array(bytes.buffer, bytes.byteOffset, words), this.layout.pageCount);
+  }
+
+  private attachBitmap(): PageBitmap {
+    const bitmap = this.bitmapView();
+    const counted = bitmap.count();
+    const recorded = this.heap.readU64(Header.allocatedPages);
+    if (counted !== recorded) {
+      throw new HeapFormatError(`allocated bitmap holds ${counted} pages, the header says ${recorded}`);
+    }
+    this.bitmap = bitmap;
+    return bitmap;
   }
 
   /**

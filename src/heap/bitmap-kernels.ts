@@ -65,6 +65,10 @@ export const javascriptBitmapKernels: BitmapKernels = {
     sameLength(a, b);
     for (let w = 0; w < a.length; w++) a[w]! |= b[w]!;
   },
+  xor(a, b) {
+    sameLength(a, b);
+    for (let w = 0; w < a.length; w++) a[w]! ^= b[w]!;
+  },
   invert(a) {
     for (let w = 0; w < a.length; w++) a[w] = ~a[w]!;
   },
@@ -100,8 +104,8 @@ export const javascriptBitmapKernels: BitmapKernels = {
 
 /** The addon's functions themselves, without a JavaScript frame around each (cold, that costs too). */
 export function nativeBitmapKernels(addon: BitmapAddon): BitmapKernels {
-  const { count, countAnd, and, andNot, or, invert, isSubsetOf, publishBits, findRuns } = addon;
-  return { name: 'native', count, countAnd, and, andNot, or, invert, isSubsetOf, publishBits, findRuns };
+  const { count, countAnd, and, andNot, or, xor, invert, isSubsetOf, publishBits, findRuns } = addon;
+  return { name: 'native', count, countAnd, and, andNot, or, xor, invert, isSubsetOf, publishBits, findRuns };
 }
 
 let chosen: Chosen<BitmapKernels> | null = null;

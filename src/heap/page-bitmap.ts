@@ -174,6 +174,12 @@ export class PageBitmap {
     kernels.or(this.words, other.words);
   }
 
+  /** this ^= other: the pages set in exactly one of the two. */
+  xor(other: PageBitmap): void {
+    this.checkSame(other);
+    kernels.xor(this.words, other.words);
+  }
+
   /** this &= other */
   and(other: PageBitmap): void {
     this.checkSame(other);
@@ -349,6 +355,7 @@ export function warmUpBitmapCode(pageCount: number): void {
   for (let round = 0; round < 2; round++) {
     const scratch = half.copy();
     scratch.or(none);
+    scratch.xor(none);
     scratch.and(half);
     scratch.andNot(none);
     scratch.invert();

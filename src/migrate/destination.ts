@@ -24,7 +24,7 @@ import { extentsOf } from './extents.js';
 import { type ControlOf, MAX_FETCH_PAGES } from './messages.js';
 import { metadataDigest } from './metadata-digest.js';
 import type { MigratingApp } from './migrating-app.js';
-import { copiesEverythingInBlackout, hasPostcopy, type MigrationMode } from './modes.js';
+import { copiesEverythingInBlackout, hasPostcopy } from './modes.js';
 import { type InstallPolicy, PageInstaller } from './page-installer.js';
 import { cpuMark, cpuSince, peakRssBytes } from './resources.js';
 import { TokenError, TokenMinter, TokenVerifier } from './tokens.js';
@@ -213,11 +213,11 @@ export class IncomingMigration {
       }
       // Every page arrives before the application runs: nothing to catch, and pages decrypt in place.
       if (!hasPostcopy(prefault.mode)) heap.releaseUserfaultfd();
+      // BEGIN names the pages to migrate as their change from these.
+      const announced = decodeBitmap(prefault.allocated, heap.pageCount);
       // Prefaulting costs ~2-4 µs per page before the blackout, with the source waiting: worth it only
       // where the first touch would otherwise fall inside the blackout.
-      const pages = copiesEverythingInBlackout(prefault.mode)
-        ? prefaultPages(heap, decodeBitmap(prefault.allocated, heap.pageCount))
-        : 0;
+      const pages = copiesEverythingInBlackout(prefault.mode) ? prefaultPages(heap, announced) : 0;
       const digest = prefault.verify ? new PageSetDigest(heap.pageCount) : null;
       // What BEGIN and START make this thread do to the page sets runs compiled then, not cold.
       warmUpBitmapCode(heap.pageCount);
@@ -243,7 +243,7 @@ export class IncomingMigration {
         const message = openControl(frame, opener);
         if (message.t === 'begin' && !begin) {
           begin = message;
-          allocated = this.checkBegin(begin, prefault.mode, prefault.verify, digest);
+          allocated = this.checkBegin(begin, prefault, announced, digest);
           policy = { kind: 'final', epoch: begin.epoch, allocated };
           continue;
         }
@@ -254,7 +254,7 @@ export class IncomingMigration {
       }
 
       this.phase = 'resuming';
-      const metadata = checkStart(tokens, start, begin!);
+      const metadata = checkStart(tokens, start, prefault.allocated, begin!);
       const postcopy = hasPostcopy(begin!.mode);
       // Every page present now is one to migrate (checkBegin and the installer see to it).
       const missing = allocated!.count() - heap.present.count();
@@ -432,13 +432,14 @@ export class IncomingMigration {
   }
 
   /**
-   * BEGIN names the pages to migrate and those already current here. Pages received in rounds that
-   * are stale, or no longer allocated, stop being present (and leave the digest); they come again.
+   * BEGIN names the pages to migrate (as their change from those PREFAULT `announced`) and those
+   * already current here. Pages received in rounds that are stale, or no longer allocated, stop being
+   * present (and leave the digest); they come again.
    */
   private checkBegin(
     begin: ControlOf<'begin'>,
-    mode: MigrationMode,
-    verify: boolean,
+    { mode, verify }: ControlOf<'prefault'>,
+    announced: PageBitmap,
     digest: PageSetDigest | null,
   ): PageBitmap {
     const { heap } = this.deps;
@@ -453,7 +454,8 @@ export class IncomingMigration {
     if (begin.mode !== mode || begin.verify !== verify) {
       throw new ProtocolError('BEGIN names another mode or verify setting than PREFAULT');
     }
-    const allocated = decodeBitmap(begin.allocated, heap.pageCount);
+    const allocated = decodeBitmap(begin.allocatedChange, heap.pageCount);
+    allocated.xor(announced);
     const current = decodeBitmap(begin.current, heap.pageCount);
     if (allocated.count() !== begin.allocatedPages) {
       throw new ProtocolError(`BEGIN announces ${begin.allocatedPages} pages but names ${allocated.count()}`);
@@ -543,8 +545,13 @@ function summarise(stats: TrackerStats | null): ControlOf<'commit'>['faults'] {
  * START must carry a valid token over the page count and the metadata this side received. Returns
  * the metadata digest (COMMIT binds it too).
  */
-function checkStart(tokens: TokenVerifier, start: ControlOf<'start'>, begin: ControlOf<'begin'>): Buffer {
-  const metadata = metadataDigest(begin, start.snapshot);
+function checkStart(
+  tokens: TokenVerifier,
+  start: ControlOf<'start'>,
+  prefaultAllocated: string,
+  begin: ControlOf<'begin'>,
+): Buffer {
+  const metadata = metadataDigest(prefaultAllocated, begin, start.snapshot);
   if (metadata.toString('hex') !== start.metadataDigest) {
     throw new TokenError('START names other metadata than this destination received');
   }

@@ -43,8 +43,13 @@ export const controlMessage = z.discriminatedUnion('t', [
       .int()
       .min(1)
       .max(2 ** 31),
-    /** The pages to migrate: the source's `allocated` bitmap when the application stopped. */
-    allocated: bitmap,
+    /**
+     * The pages to migrate, the source's `allocated` bitmap when the application stopped, as its
+     * difference (XOR) from PREFAULT's: the pages allocated or freed since, usually a handful. The whole
+     * set of a fragmented 8 GiB heap deflates to ~100 KiB and took milliseconds of the blackout to
+     * deflate and inflate; the difference takes tenths of one.
+     */
+    allocatedChange: bitmap,
     /**
      * The pages whose latest version the destination already holds (sent in a pre-copy round and not
      * written since); every other allocated page still has to come, before START or after it.

@@ -3,12 +3,13 @@ import type { ControlOf } from './messages.js';
 
 /**
  * SHA-256 over everything the destination learns about the heap besides the pages themselves: the
- * BEGIN fields (with the page sets it must trust: which pages exist, which it already holds) and the
- * application snapshot (the allocator's own metadata travels in heap pages). START binds it, so a host cannot
+ * BEGIN fields and PREFAULT's `allocated` that BEGIN's page set is relative to (the page sets it must
+ * trust: which pages exist, which it already holds) and the application snapshot (the allocator's own metadata travels in heap pages). START binds it, so a host cannot
  * swap the snapshot, shrink the page set or change the heap geometry between the two enclaves
  * without the START token failing.
  */
 export function metadataDigest(
+  prefaultAllocated: string,
   begin: Omit<ControlOf<'begin'>, 't'> & { t?: 'begin' },
   snapshotJson: string,
 ): Buffer {
@@ -25,7 +26,8 @@ export function metadataDigest(
   field(String(begin.allocatedPages));
   field(begin.verify ? 'verify' : 'no-verify');
   field(String(begin.epoch));
-  field(begin.allocated);
+  field(prefaultAllocated);
+  field(begin.allocatedChange);
   field(begin.current);
   field(snapshotJson);
   return hash.digest();

@@ -185,9 +185,12 @@ export async function migrateOut(
     relayed.catch(() => {});
 
     const allocated = allocatedBitmapOf(heap);
+    // A copy: `allocated` is a view of the live heap, and BEGIN names its changes from what was sent here.
+    const announced = allocated.copy();
+    const announcedText = encodeBitmap(announced);
     await sendControl(channel, sink.sealer, {
       t: 'prefault',
-      allocated: encodeBitmap(allocated),
+      allocated: announcedText,
       mode: req.mode,
       verify: req.verify,
     });
@@ -198,7 +201,7 @@ export async function migrateOut(
     });
     prefaulting.catch(() => {});
     // While the destination answers, so that it adds nothing to the migration's time.
-    if (!hasPrecopy(req.mode)) warmUpBlackout(allocated, null);
+    if (!hasPrecopy(req.mode)) warmUpBlackout(allocated, announced, null);
     const prefaulted = await prefaulting;
     if (prefaulted.t === 'abort') throw new DestinationAbort(prefaulted.reason);
     if (prefaulted.t !== 'prefaulted') throw new ProtocolError(`expected PREFAULTED, got '${prefaulted.t}'`);
@@ -257,7 +260,7 @@ export async function migrateOut(
     }
 
     // Right before the pause: rounds can run long enough for V8 to drop code compiled before them.
-    if (precopy) warmUpBlackout(allocated, precopy.current);
+    if (precopy) warmUpBlackout(allocated, announced, precopy.current);
     collectGarbage();
     phase = 'blackout';
     const paused_ = await app.pause();
@@ -268,6 +271,7 @@ export async function migrateOut(
     const lastDirty = new PageBitmap(paused_.dirty, heap.pageCount);
     const { toMigrate, pending, allocatedPages, encoded } = blackoutSets(
       allocated,
+      announced,
       precopy?.current ?? null,
       lastDirty,
       digest,
@@ -300,7 +304,7 @@ export async function migrateOut(
     ticker.report('resume', bytesSent, bytesTotal, true);
 
     const snapshot = JSON.stringify(paused_.snapshot);
-    const metadata = metadataDigest(begin, snapshot);
+    const metadata = metadataDigest(announcedText, begin, snapshot);
     // Without post-copy every page is hashed by now; with it the digest completes during the push and
     // COMMIT carries the destination's.
     const digestAtStart = hasPostcopy(req.mode) ? null : (digest?.hex() ?? null);
@@ -476,12 +480,14 @@ async function oneGeneration(
 }
 
 /**
- * The page sets of the blackout: what to migrate (allocated now), what the destination already holds
- * current (sent in a round and not written since), and what is still to send. Forgets, in the digest,
+ * The page sets of the blackout: what to migrate (allocated now, sent as its change from what PREFAULT
+ * announced), what the destination already holds current (sent in a round and not written since), and
+ * what is still to send. Forgets, in the digest,
  * pages that were sent but are no longer to migrate or no longer current.
  */
 function blackoutSets(
   allocated: PageBitmap,
+  announced: PageBitmap,
   precopyCurrent: PageBitmap | null,
   lastDirty: PageBitmap,
   digest: PageSetDigest | null,
@@ -490,7 +496,7 @@ function blackoutSets(
   pending: PageBitmap;
   allocatedPages: number;
   /** BEGIN's two bitmaps, compressed. */
-  encoded: { allocated: string; current: string };
+  encoded: { allocatedChange: string; current: string };
 } {
   const toMigrate = allocated.copy();
   const current = precopyCurrent ?? PageBitmap.create(allocated.pageCount);
@@ -499,7 +505,9 @@ function blackoutSets(
   digest?.retainOnly(current);
   const pending = toMigrate.copy();
   pending.andNot(current);
-  const encoded = { allocated: encodeBitmap(toMigrate), current: encodeBitmap(current) };
+  const change = toMigrate.copy();
+  change.xor(announced);
+  const encoded = { allocatedChange: encodeBitmap(change), current: encodeBitmap(current) };
   return { toMigrate, pending, allocatedPages: toMigrate.count(), encoded };
 }
 
@@ -507,8 +515,18 @@ function blackoutSets(
  * Runs the blackout's arithmetic on the bitmaps once, on scratch copies, so that it runs compiled in
  * the blackout: cold, it costs milliseconds per GiB of heap, all of them downtime.
  */
-function warmUpBlackout(allocated: PageBitmap, precopyCurrent: PageBitmap | null): void {
-  blackoutSets(allocated, precopyCurrent?.copy() ?? null, PageBitmap.create(allocated.pageCount), null);
+function warmUpBlackout(
+  allocated: PageBitmap,
+  announced: PageBitmap,
+  precopyCurrent: PageBitmap | null,
+): void {
+  blackoutSets(
+    allocated,
+    announced,
+    precopyCurrent?.copy() ?? null,
+    PageBitmap.create(allocated.pageCount),
+    null,
+  );
   warmUpBitmapCode(allocated.pageCount);
 }
 

@@ -15,6 +15,7 @@ export interface BitmapAddon {
   and(a: Uint32Array, b: Uint32Array): void;
   andNot(a: Uint32Array, b: Uint32Array): void;
   or(a: Uint32Array, b: Uint32Array): void;
+  xor(a: Uint32Array, b: Uint32Array): void;
   invert(a: Uint32Array): void;
   isSubsetOf(a: Uint32Array, b: Uint32Array): boolean;
   /** shared |= bits with an atomic or per word that changes; wakes nobody. */

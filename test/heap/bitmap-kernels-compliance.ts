@@ -48,11 +48,12 @@ export function bitmapKernelsCompliance(kernels: BitmapKernels): void {
     );
   });
 
-  test(`${kernels.name}: and, andNot, or and invert change only the first array, word by word`, () => {
+  test(`${kernels.name}: and, andNot, or, xor and invert change only the first array, word by word`, () => {
     const cases: [string, (a: Uint32Array, b: Uint32Array) => void, (x: number, y: number) => number][] = [
       ['and', kernels.and, (x, y) => x & y],
       ['andNot', kernels.andNot, (x, y) => x & ~y],
       ['or', kernels.or, (x, y) => x | y],
+      ['xor', kernels.xor, (x, y) => x ^ y],
       ['invert', (a) => kernels.invert(a), (x) => ~x],
     ];
     fc.assert(
@@ -141,7 +142,14 @@ export function bitmapKernelsCompliance(kernels: BitmapKernels): void {
   test(`${kernels.name}: arrays of different lengths are refused, and nothing is changed`, () => {
     const a = words([1, 2, 3], false);
     const b = words([0xffffffff, 0xffffffff], false);
-    for (const run of [kernels.and, kernels.andNot, kernels.or, kernels.countAnd, kernels.isSubsetOf]) {
+    for (const run of [
+      kernels.and,
+      kernels.andNot,
+      kernels.or,
+      kernels.xor,
+      kernels.countAnd,
+      kernels.isSubsetOf,
+    ]) {
       assert.throws(() => run(a, b), TypeError);
     }
     assert.throws(() => kernels.publishBits(words([0, 0, 0], true), b), TypeError);

@@ -159,6 +159,7 @@ test('set operations between two bitmaps match the same operations on arrays of 
           [(x) => x.and(b.bitmap), (x, y) => x && y],
           [(x) => x.andNot(b.bitmap), (x, y) => x && !y],
           [(x) => x.or(b.bitmap), (x, y) => x || y],
+          [(x) => x.xor(b.bitmap), (x, y) => x !== y],
           [(x) => x.invert(), (x) => !x],
         ];
         for (const [run, model] of cases) {

@@ -130,7 +130,8 @@ const BEGIN = {
   allocatedPages: 1,
   verify: false,
   epoch: 1,
-  allocated: ONE_PAGE,
+  /** The same page PREFAULT announced. */
+  allocatedChange: NO_PAGE,
   current: NO_PAGE,
 } as const;
 const PREFAULT = { t: 'prefault', allocated: ONE_PAGE, mode: 'stop-and-copy', verify: false } as const;
@@ -163,7 +164,7 @@ async function destinationUnderTest() {
   }
 
   function start(overrides: Partial<ControlOf<'start'>> = {}): ControlOf<'start'> {
-    const metadata = metadataDigest(BEGIN, SNAPSHOT);
+    const metadata = metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT);
     return {
       t: 'start',
       snapshot: SNAPSHOT,
@@ -213,7 +214,7 @@ describe('destination: START token', { timeout: 20_000 }, () => {
       const c = commit as ControlOf<'commit'>;
       d.source.verifier.checkCommit(c.token, {
         pagesInstalled: 1,
-        metadataDigest: metadataDigest(BEGIN, SNAPSHOT),
+        metadataDigest: metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT),
         contentDigest: null,
       });
       const outcome = await d.outcome;
@@ -233,7 +234,10 @@ describe('destination: START token', { timeout: 20_000 }, () => {
       async (d) => {
         const other = new TokenMinter((await otherMigrationKeys()).ownTokenKey, d.source.keys.migrationId);
         return d.start({
-          token: other.start({ pagesTotal: 1, metadataDigest: metadataDigest(BEGIN, SNAPSHOT) }),
+          token: other.start({
+            pagesTotal: 1,
+            metadataDigest: metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT),
+          }),
         });
       },
       /START token is not valid for this migration/,
@@ -244,7 +248,10 @@ describe('destination: START token', { timeout: 20_000 }, () => {
         const other = await otherMigrationKeys();
         const replayed = new TokenMinter(d.source.keys.ownTokenKey, other.migrationId);
         return d.start({
-          token: replayed.start({ pagesTotal: 1, metadataDigest: metadataDigest(BEGIN, SNAPSHOT) }),
+          token: replayed.start({
+            pagesTotal: 1,
+            metadataDigest: metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT),
+          }),
         });
       },
       /START token is not valid for this migration/,
@@ -260,7 +267,10 @@ describe('destination: START token', { timeout: 20_000 }, () => {
         const wrongSide = new TokenMinter(d.source.keys.peerTokenKey, d.source.keys.migrationId);
         return Promise.resolve(
           d.start({
-            token: wrongSide.start({ pagesTotal: 1, metadataDigest: metadataDigest(BEGIN, SNAPSHOT) }),
+            token: wrongSide.start({
+              pagesTotal: 1,
+              metadataDigest: metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT),
+            }),
           }),
         );
       },
@@ -274,7 +284,7 @@ describe('destination: START token', { timeout: 20_000 }, () => {
     [
       'a valid START token over a page count that did not arrive',
       (d) => {
-        const metadata = metadataDigest(BEGIN, SNAPSHOT);
+        const metadata = metadataDigest(PREFAULT.allocated, BEGIN, SNAPSHOT);
         return Promise.resolve(
           d.start({
             pagesTotal: 2,
@@ -283,6 +293,19 @@ describe('destination: START token', { timeout: 20_000 }, () => {
         );
       },
       /page count mismatch/,
+    ],
+    [
+      "a START minted over another PREFAULT page set (BEGIN's is relative to it)",
+      (d) => {
+        const metadata = metadataDigest(NO_PAGE, BEGIN, SNAPSHOT);
+        return Promise.resolve(
+          d.start({
+            metadataDigest: metadata.toString('hex'),
+            token: d.source.minter.start({ pagesTotal: 1, metadataDigest: metadata }),
+          }),
+        );
+      },
+      /START names other metadata/,
     ],
     [
       'a START with a substituted snapshot',
@@ -294,7 +317,10 @@ describe('destination: START token', { timeout: 20_000 }, () => {
       (d) => {
         const snapshot = JSON.stringify({ app: 'kv', totalCommands: 8 });
         return Promise.resolve(
-          d.start({ snapshot, metadataDigest: metadataDigest(BEGIN, snapshot).toString('hex') }),
+          d.start({
+            snapshot,
+            metadataDigest: metadataDigest(PREFAULT.allocated, BEGIN, snapshot).toString('hex'),
+          }),
         );
       },
       /START token is not valid/,
@@ -328,6 +354,19 @@ describe('destination: START token', { timeout: 20_000 }, () => {
       await d.send(d.start());
       d.source.channel.destroy();
       await expectAbort(d.outcome, /unexpected 'start' while receiving pages/);
+      assert.equal(d.app.timesServed, 0);
+    } finally {
+      d.close();
+    }
+  });
+
+  test("a BEGIN whose change from PREFAULT's pages disagrees with its page count is refused", async () => {
+    const d = await destinationUnderTest();
+    try {
+      // PREFAULT announced page 0; a change of page 0 leaves nothing to migrate, not the one page named.
+      await d.sendHeap({ ...BEGIN, allocatedChange: ONE_PAGE });
+      d.source.channel.destroy();
+      await expectAbort(d.outcome, /BEGIN announces 1 pages but names 0/);
       assert.equal(d.app.timesServed, 0);
     } finally {
       d.close();
