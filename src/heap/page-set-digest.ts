@@ -55,6 +55,9 @@ export class PageSetDigest {
 
   /** Forgets every recorded page that `keep` does not hold (in the blackout: whole-bitmap passes). */
   retainOnly(keep: PageBitmap): void {
+    // Usually there is nothing to drop (a post-copy blackout's digest holds nothing yet): one pass
+    // then, instead of a fresh heap-sized copy whose first touch alone cost 0.2-0.4 ms at 8 GiB.
+    if (this.has.isSubsetOf(keep)) return;
     const drop = this.has.copy();
     drop.andNot(keep);
     for (const [first, end] of drop.runs()) for (let page = first; page < end; page++) this.remove(page);

@@ -463,9 +463,13 @@ export class IncomingMigration {
     if (!current.isSubsetOf(allocated) || !current.isSubsetOf(heap.present)) {
       throw new ProtocolError('BEGIN names pages as current that this destination does not hold');
     }
-    const stale = heap.present.copy();
-    stale.andNot(current);
-    heap.dropPages(stale);
+    // Nothing received is stale in most blackouts (post-copy has received nothing yet): skip the
+    // heap-sized copies dropping would make.
+    if (!heap.present.isSubsetOf(current)) {
+      const stale = heap.present.copy();
+      stale.andNot(current);
+      heap.dropPages(stale);
+    }
     digest?.retainOnly(current);
     return allocated;
   }
