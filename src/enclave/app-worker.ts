@@ -81,7 +81,8 @@ async function handle(request: AppRequest): Promise<AppResults[AppRequest['op']]
       app.serve();
       return { stats: stats(opened) };
     case 'listen':
-      // A destination: the allocator counts its bitmap on first use, right after the blackout; compiled by then.
+      // A destination: the allocator counts its bitmap on first use, right after the blackout; compiled
+      // by then.
       warmUpBitmapCode(heap.pageCount);
       await app.listen();
       listening = true;

@@ -47,8 +47,9 @@ export interface HeapStats {
 /**
  * Allocator whose every piece of state lives inside the heap (see allocator-layout.ts): the header,
  * the `allocated` bitmap and the page table. The fields of this object are only the layout, re-derived
- * by `attach`, and a view of the bitmap, so the destination of a migration continues exactly where the source stopped. Metadata
- * is written through the heap's accessors, so it is present-checked and dirty-tracked like any page.
+ * by `attach`, and a view of the bitmap, so the destination of a migration continues exactly where the
+ * source stopped. Metadata is written through the heap's accessors, so it is present-checked and
+ * dirty-tracked like any page.
  *
  * Small requests come from one-page slabs per size class (free lists threaded through free chunks,
  * bump allocation in the newest slab); slab pages stay allocated once used, even when all their chunks
@@ -67,8 +68,8 @@ export class HeapAllocator {
    * A page is set iff it holds allocator metadata, a slab, or a live run. It is a view into heap
    * memory: only set pages need to migrate. On an attached heap its pages are required on first use,
    * not by `attach`: a post-copy destination restores the application and serves before they arrive,
-   * as they are a quarter of a MiB at 8 GiB (docs/decisions.md, "The allocator's bitmap leaves the
-   * blackout").
+   * as they are a quarter of a MiB at 8 GiB (docs/decisions.md, "The blackout carries no heap-sized
+   * data").
    */
   get allocated(): PageBitmap {
     return this.bitmap ?? this.attachBitmap();

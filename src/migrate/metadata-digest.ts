@@ -4,9 +4,9 @@ import type { ControlOf } from './messages.js';
 /**
  * SHA-256 over everything the destination learns about the heap besides the pages themselves: the
  * BEGIN fields and PREFAULT's `allocated` that BEGIN's page set is relative to (the page sets it must
- * trust: which pages exist, which it already holds) and the application snapshot (the allocator's own metadata travels in heap pages). START binds it, so a host cannot
- * swap the snapshot, shrink the page set or change the heap geometry between the two enclaves
- * without the START token failing.
+ * trust: which pages exist, which it already holds) and the application snapshot (the allocator's own
+ * metadata travels in heap pages). START binds it, so a host cannot swap the snapshot, shrink the
+ * page set or change the heap geometry between the two enclaves without the START token failing.
  */
 export function metadataDigest(
   prefaultAllocated: string,

@@ -482,8 +482,8 @@ async function oneGeneration(
 /**
  * The page sets of the blackout: what to migrate (allocated now, sent as its change from what PREFAULT
  * announced), what the destination already holds current (sent in a round and not written since), and
- * what is still to send. Forgets, in the digest,
- * pages that were sent but are no longer to migrate or no longer current.
+ * what is still to send. Forgets, in the digest, pages that were sent but are no longer to migrate or
+ * no longer current.
  */
 function blackoutSets(
   allocated: PageBitmap,
